@@ -1,0 +1,55 @@
+//! `ferrogpt`: the one binary. Each subcommand lives in `commands/<name>.rs`
+//! and only parses arguments and calls into the library crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferrogpt", version, about = "Train, evaluate and serve GPT-style models on a CPU, in Rust")]
+struct Cli {
+    /// Worker threads for the engine (default: all cores, or RAYON_NUM_THREADS)
+    #[arg(long, global = true, env = "FERROGPT_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Data -> tokenizer -> pretraining -> samples, with a report card (the README's main job)
+    Speedrun(commands::speedrun::SpeedrunArgs),
+    /// Corpora to token shards
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Byte-level BPE tokenizers
+    #[command(subcommand)]
+    Tokenizer(commands::tokenizer::TokenizerCommand),
+    /// Pretrain a model from a TOML config, with checkpoints and exact resume
+    Train(commands::train::TrainArgs),
+    /// Sample text from a model folder with the KV cache, streaming to stdout
+    Generate(commands::generate::GenerateArgs),
+    /// Throughput benchmarks of the engine
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Run an OpenAI-Evals-compatible eval (oaieval's command line)
+    Eval(commands::eval::EvalArgs),
+    /// Run a set of evals (oaievalset's command line)
+    Evalset(commands::eval::EvalsetArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    commands::init_logging();
+    commands::init_threads(cli.threads)?;
+    match cli.command {
+        Command::Speedrun(args) => commands::speedrun::run(args),
+        Command::Data(cmd) => commands::data::run(cmd),
+        Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
+        Command::Train(args) => commands::train::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Evalset(args) => commands::eval::run_set(args),
+    }
+}
