@@ -36,6 +36,13 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Run a set of evals (oaievalset's command line)
     Evalset(commands::eval::EvalsetArgs),
+    /// OpenAI-compatible API server with keys, rate limits, a usage ledger and a chat page
+    Serve(commands::serve::ServeArgs),
+    /// API keys and the waitlist
+    #[command(subcommand)]
+    Keys(commands::serve::KeysCommand),
+    /// Usage ledger report by key, model and day
+    Usage(commands::serve::UsageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Evalset(args) => commands::eval::run_set(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Keys(cmd) => commands::serve::run_keys(cmd),
+        Command::Usage(args) => commands::serve::run_usage(args),
     }
 }
