@@ -1,0 +1,242 @@
+//! Model shape, and its mapping to a Hugging Face `LlamaConfig` (`config.json`)
+//! so our checkpoints load in `transformers` and theirs in ours.
+
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+
+/// The shape of a Llama-style decoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Key/value heads; fewer than `n_heads` gives grouped-query attention.
+    pub n_kv_heads: usize,
+    /// Hidden width of the SwiGLU MLP.
+    pub ffn_hidden: usize,
+    /// Longest sequence the model is trained for (RoPE tables, KV cache size).
+    pub max_seq_len: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    /// Share the token embedding with the LM head.
+    #[serde(default)]
+    pub tie_embeddings: bool,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_norm_eps() -> f64 {
+    1e-5
+}
+
+impl ModelConfig {
+    /// The benchmark's reference shape: vocab 4096, context 256, d 256, 4 layers,
+    /// 4 heads, SwiGLU hidden 688 (8d/3 rounded to a multiple of 16, which matches
+    /// the parameter count of a 4x GELU MLP within 1%), untied head.
+    pub fn reference() -> Self {
+        ModelConfig {
+            vocab_size: 4096,
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            n_kv_heads: 4,
+            ffn_hidden: swiglu_hidden(256),
+            max_seq_len: 256,
+            rope_theta: default_rope_theta(),
+            norm_eps: default_norm_eps(),
+            tie_embeddings: false,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Width of the fused q|k|v projection output.
+    pub fn qkv_dim(&self) -> usize {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim()
+    }
+
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |field: &str, why: String| {
+            Err(EngineError::Config {
+                field: field.to_string(),
+                why,
+            })
+        };
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("ffn_hidden", self.ffn_hidden),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if !self.d_model.is_multiple_of(self.n_heads) {
+            return bad(
+                "d_model",
+                format!("{} is not divisible by n_heads = {}", self.d_model, self.n_heads),
+            );
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return bad("n_heads", format!("head dimension {} must be even for RoPE", self.head_dim()));
+        }
+        if self.n_kv_heads > self.n_heads || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad("n_kv_heads", format!("{} must divide n_heads = {}", self.n_kv_heads, self.n_heads));
+        }
+        if self.vocab_size > u32::MAX as usize / 2 {
+            return bad("vocab_size", format!("{} is too large", self.vocab_size));
+        }
+        if self.rope_theta.is_nan() || self.rope_theta <= 1.0 {
+            return bad("rope_theta", format!("{} must be > 1", self.rope_theta));
+        }
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 || self.norm_eps >= 1.0 {
+            return bad("norm_eps", format!("{} must be in (0, 1)", self.norm_eps));
+        }
+        Ok(())
+    }
+
+    /// Parameters that multiply activations (everything but embeddings and norms),
+    /// the N of scaling-law papers. The LM head is counted when untied.
+    pub fn non_embedding_params(&self) -> usize {
+        let d = self.d_model;
+        let per_layer = d * self.qkv_dim() + self.n_heads * self.head_dim() * d + 3 * d * self.ffn_hidden;
+        self.n_layers * per_layer
+    }
+
+    /// Forward+backward matmul FLOPs of one training token at sequence length `seq`:
+    /// 6 per weight in the blocks and LM head, plus attention's two products
+    /// (QKᵀ and PV, 2·hd FLOPs per visible key each, forward) — 3x for training, with
+    /// the causal mask counting (seq+1)/2 visible keys on average. These are model
+    /// FLOPs (the MFU convention): the flash backward's recomputation of QKᵀ and the
+    /// masked half of diagonal blocks are work the engine does on top.
+    pub fn train_flops_per_token(&self, seq: usize) -> f64 {
+        let weights = (self.non_embedding_params() + self.vocab_size * self.d_model) as f64;
+        let avg_keys = (seq as f64 + 1.0) / 2.0;
+        let attn_fwd = 2.0 * 2.0 * (self.n_heads * self.head_dim()) as f64 * avg_keys * self.n_layers as f64;
+        6.0 * weights + 3.0 * attn_fwd
+    }
+
+    /// Forward-only matmul FLOPs per token (evaluation, prefill).
+    pub fn forward_flops_per_token(&self, seq: usize) -> f64 {
+        self.train_flops_per_token(seq) / 3.0
+    }
+
+    /// The Hugging Face `config.json` of this shape.
+    pub fn to_hf_json(&self, bos_token_id: u32, eos_token_id: u32) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.d_model,
+            "intermediate_size": self.ffn_hidden,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "head_dim": self.head_dim(),
+            "max_position_embeddings": self.max_seq_len,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.norm_eps,
+            "tie_word_embeddings": self.tie_embeddings,
+            "hidden_act": "silu",
+            "attention_bias": false,
+            "mlp_bias": false,
+            "torch_dtype": "float32",
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+        })
+    }
+
+    /// Read a Hugging Face Llama `config.json`.
+    pub fn from_hf_json(v: &serde_json::Value) -> Result<Self, EngineError> {
+        let get = |k: &str| -> Result<usize, EngineError> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| EngineError::Config {
+                    field: k.to_string(),
+                    why: "missing or not a non-negative integer in config.json".into(),
+                })
+        };
+        let n_heads = get("num_attention_heads")?;
+        let cfg = ModelConfig {
+            vocab_size: get("vocab_size")?,
+            d_model: get("hidden_size")?,
+            n_layers: get("num_hidden_layers")?,
+            n_heads,
+            n_kv_heads: v
+                .get("num_key_value_heads")
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .unwrap_or(n_heads),
+            ffn_hidden: get("intermediate_size")?,
+            max_seq_len: get("max_position_embeddings")?,
+            rope_theta: v.get("rope_theta").and_then(|x| x.as_f64()).unwrap_or_else(default_rope_theta),
+            norm_eps: v.get("rms_norm_eps").and_then(|x| x.as_f64()).unwrap_or_else(default_norm_eps),
+            tie_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+        };
+        if let Some(hd) = v.get("head_dim").and_then(|x| x.as_u64()) {
+            if hd as usize != cfg.head_dim() {
+                return Err(EngineError::Config {
+                    field: "head_dim".into(),
+                    why: format!("{hd} differs from hidden_size/num_attention_heads = {}", cfg.head_dim()),
+                });
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// SwiGLU hidden width with the parameter count of a 4x GELU MLP (3·d·h = 8·d²),
+/// rounded to the nearest multiple of 16 for SIMD-friendly rows.
+pub fn swiglu_hidden(d_model: usize) -> usize {
+    let exact = 8.0 * d_model as f64 / 3.0;
+    (((exact / 16.0).round() as usize) * 16).max(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_shape_matches_the_benchmark_brief() {
+        let c = ModelConfig::reference();
+        c.validate().unwrap();
+        assert_eq!(c.ffn_hidden, 688);
+        let mlp_gelu = 2 * 256 * 1024;
+        let mlp_swiglu = 3 * 256 * c.ffn_hidden;
+        assert!((mlp_swiglu as f64 / mlp_gelu as f64 - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn hf_json_round_trips() {
+        let mut c = ModelConfig::reference();
+        c.n_kv_heads = 2;
+        c.tie_embeddings = true;
+        let back = ModelConfig::from_hf_json(&c.to_hf_json(0, 1)).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn invalid_shapes_name_the_field() {
+        let mut c = ModelConfig::reference();
+        c.n_kv_heads = 3;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("n_kv_heads"), "{e}");
+        let mut c = ModelConfig::reference();
+        c.d_model = 250;
+        assert!(c.validate().unwrap_err().to_string().contains("d_model"));
+    }
+}

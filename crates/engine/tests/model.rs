@@ -1,0 +1,202 @@
+//! Whole-model checks: gradients against finite differences in f64 (tokens
+//! and embedding input, GQA, tied head, a bidirectional span), the KV-cache
+//! path against the training forward, and determinism.
+
+use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
+use ferrogpt_engine::{Activations, AttnMask, Input, KvCache, Model, ModelConfig, IGNORE};
+
+fn tiny(tie: bool) -> ModelConfig {
+    ModelConfig {
+        vocab_size: 23,
+        d_model: 16,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        ffn_hidden: 12,
+        max_seq_len: 80,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tie_embeddings: tie,
+    }
+}
+
+fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7 + salt * 13 + i * i) % vocab) as u32).collect()
+}
+
+#[test]
+fn full_model_gradients_match_finite_differences_in_f64() {
+    for tie in [false, true] {
+        let cfg = tiny(tie);
+        let (batch, seq) = (2, 70); // seq > one attention block
+        let mut model = Model::<f64>::new(cfg.clone(), 0.3, 5).unwrap();
+        let mut acts = Activations::new(&cfg, batch, seq).unwrap();
+        let toks = tokens(batch * seq, cfg.vocab_size, 1);
+        let mut targets = tokens(batch * seq, cfg.vocab_size, 2);
+        targets[5] = IGNORE;
+        let mask = AttnMask::causal_with_bidirectional_spans(seq, &[(20, 30)]).unwrap();
+        model
+            .forward_backward(&mut acts, Input::Tokens(&toks), &targets, &mask, 1.0)
+            .unwrap();
+        let grads = model.grads.clone();
+        let h = 1e-6;
+        // A spread of parameters from every tensor.
+        let specs = model.layout.tensors.clone();
+        for spec in &specs {
+            for k in [0, spec.len() / 3, spec.len() - 1] {
+                let i = spec.offset + k;
+                let orig = model.params[i];
+                model.params[i] = orig + h;
+                let up = model.forward_loss(&mut acts, Input::Tokens(&toks), &targets, &mask).unwrap();
+                model.params[i] = orig - h;
+                let down = model.forward_loss(&mut acts, Input::Tokens(&toks), &targets, &mask).unwrap();
+                model.params[i] = orig;
+                let numeric = (up - down) / (2.0 * h);
+                let tol = 1e-6 * (1.0 + numeric.abs());
+                assert!(
+                    (grads[i] - numeric).abs() < tol,
+                    "tie={tie} {}[{k}]: analytic {} vs numeric {numeric}",
+                    spec.name,
+                    grads[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_input_gradient_matches_finite_differences() {
+    let cfg = tiny(false);
+    let (batch, seq) = (1, 9);
+    let mut model = Model::<f64>::new(cfg.clone(), 0.3, 6).unwrap();
+    let mut acts = Activations::new(&cfg, batch, seq).unwrap();
+    let mut emb: Vec<f64> = (0..seq * cfg.d_model).map(|i| ((i as f64) * 0.37).sin()).collect();
+    let targets = tokens(seq, cfg.vocab_size, 3);
+    let mask = AttnMask::causal(seq);
+    model
+        .forward_backward(&mut acts, Input::Embeddings(&emb), &targets, &mask, 1.0)
+        .unwrap();
+    let d_input = acts.d_input.clone();
+    for i in (0..emb.len()).step_by(11) {
+        let orig = emb[i];
+        emb[i] = orig + 1e-6;
+        let up = model.forward_loss(&mut acts, Input::Embeddings(&emb), &targets, &mask).unwrap();
+        emb[i] = orig - 1e-6;
+        let down = model.forward_loss(&mut acts, Input::Embeddings(&emb), &targets, &mask).unwrap();
+        emb[i] = orig;
+        let numeric = (up - down) / 2e-6;
+        assert!(
+            (d_input[i] - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
+            "d_input[{i}] {} vs {numeric}",
+            d_input[i]
+        );
+    }
+}
+
+#[test]
+fn kv_cache_matches_the_full_forward_for_mixed_prefill_and_decode() {
+    let cfg = tiny(false);
+    let model = Model::<f64>::new(cfg.clone(), 0.3, 7).unwrap();
+    let seq = 40;
+    let a = tokens(seq, cfg.vocab_size, 4);
+    let b = tokens(seq, cfg.vocab_size, 5);
+    let mut acts = Activations::new(&cfg, 2, seq).unwrap();
+    let both: Vec<u32> = a.iter().chain(&b).copied().collect();
+    model
+        .forward_logits(&mut acts, Input::Tokens(&both), &AttnMask::causal(seq))
+        .unwrap();
+    let v = cfg.vocab_size;
+    let full = acts.logits.clone();
+
+    let mut cache = KvCache::<f64>::new(&cfg, 3, 64);
+    let mut logits = Vec::new();
+    // Slot 2 gets sequence a as one prefill with every position's logits.
+    model
+        .forward_cached(&mut cache, &[SeqChunk { slot: 2, tokens: &a }], LogitsFor::All, &mut logits)
+        .unwrap();
+    for (i, (x, y)) in logits.iter().zip(&full[..seq * v]).enumerate() {
+        assert!((x - y).abs() < 1e-9, "prefill logit {i}: {x} vs {y}");
+    }
+    // Slot 0 gets b in a prefill of 25 then decode steps, batched with slot 1
+    // which restarts a from scratch token by token.
+    model
+        .forward_cached(&mut cache, &[SeqChunk { slot: 0, tokens: &b[..25] }], LogitsFor::Last, &mut logits)
+        .unwrap();
+    for i in 25..seq {
+        let chunks = [
+            SeqChunk {
+                slot: 0,
+                tokens: &b[i..i + 1],
+            },
+            SeqChunk {
+                slot: 1,
+                tokens: &a[i - 25..i - 24],
+            },
+        ];
+        model.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits).unwrap();
+        let want_b = &full[(seq + i) * v..(seq + i + 1) * v];
+        let want_a = &full[(i - 25) * v..(i - 24) * v];
+        for (x, y) in logits[..v].iter().zip(want_b) {
+            assert!((x - y).abs() < 1e-9, "decode b pos {i}");
+        }
+        for (x, y) in logits[v..2 * v].iter().zip(want_a) {
+            assert!((x - y).abs() < 1e-9, "decode a pos {}", i - 25);
+        }
+    }
+    assert_eq!(cache.len(0), seq);
+    cache.reset(0);
+    assert_eq!(cache.len(0), 0);
+    let too_long = vec![1u32; 65];
+    let e = model
+        .forward_cached(
+            &mut cache,
+            &[SeqChunk {
+                slot: 0,
+                tokens: &too_long,
+            }],
+            LogitsFor::Last,
+            &mut logits,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("context length"), "{e}");
+}
+
+#[test]
+fn training_step_is_deterministic() {
+    let cfg = tiny(false);
+    let run = || {
+        let mut model = Model::<f32>::new(cfg.clone(), 0.02, 9).unwrap();
+        let mut acts = Activations::new(&cfg, 3, 50).unwrap();
+        let toks = tokens(150, cfg.vocab_size, 6);
+        let targets = tokens(150, cfg.vocab_size, 7);
+        let loss = model
+            .forward_backward(&mut acts, Input::Tokens(&toks), &targets, &AttnMask::causal(50), 1.0)
+            .unwrap();
+        (loss, model.grads)
+    };
+    let (l1, g1) = run();
+    let (l2, g2) = run();
+    assert_eq!(l1, l2);
+    assert_eq!(g1, g2);
+    assert!(
+        (l1 - (cfg.vocab_size as f64).ln()).abs() < 0.1,
+        "initial loss {l1} should be near ln(vocab)"
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let cfg = tiny(false);
+    let mut model = Model::<f32>::new(cfg.clone(), 0.02, 1).unwrap();
+    let mut acts = Activations::new(&cfg, 1, 4).unwrap();
+    let mask = AttnMask::causal(4);
+    let e = model
+        .forward_backward(&mut acts, Input::Tokens(&[1, 2, 99, 3]), &[1, 2, 3, 4], &mask, 1.0)
+        .unwrap_err();
+    assert!(e.to_string().contains("token id 99"));
+    let e = model
+        .forward_backward(&mut acts, Input::Tokens(&[1, 2, 3]), &[1, 2, 3], &mask, 1.0)
+        .unwrap_err();
+    assert!(e.to_string().contains("3 targets"), "{e}");
+    assert!(Activations::<f32>::new(&cfg, 1, 81).is_err());
+}
