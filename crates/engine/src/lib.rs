@@ -12,6 +12,7 @@
 //! Matmuls go through [`matmul`] (the `gemm` crate), parallel loops through the
 //! global rayon pool; nothing on the training or decoding hot path allocates.
 
+pub mod bench;
 pub mod config;
 pub mod float;
 pub mod io;

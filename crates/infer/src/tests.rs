@@ -1,0 +1,180 @@
+use super::*;
+use ferrogpt_tokenizer::Tokenizer;
+
+fn corpus() -> Vec<String> {
+    (0..200)
+        .map(|i| format!("the cat {i} sat on the mat; {} dogs ran. Ünïcödé ok.", i * 7))
+        .collect()
+}
+
+/// A random-weight model folder with a real (tiny) tokenizer.
+fn model_dir() -> (tempfile::TempDir, LocalModel) {
+    let tok = Tokenizer::train(corpus().into_iter(), 300).unwrap();
+    let cfg = ModelConfig {
+        vocab_size: tok.vocab_size(),
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        ffn_hidden: 48,
+        max_seq_len: 64,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tie_embeddings: false,
+    };
+    let model = Model::<f32>::new(cfg, 0.5, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    LocalModel::save_folder(dir.path(), &model, &tok).unwrap();
+    let lm = LocalModel::load(dir.path()).unwrap();
+    (dir, lm)
+}
+
+fn params(seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature: 1.0,
+        max_tokens: 20,
+        seed,
+        stop_at_end: false,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn same_seed_same_text_and_streamed_text_equals_result() {
+    let (_d, lm) = model_dir();
+    let prompt = lm.tokenizer().encode("the cat");
+    let mut streamed = String::new();
+    let a = lm.complete(&prompt, &params(5), &mut |s| streamed.push_str(s)).unwrap();
+    let b = lm.complete(&prompt, &params(5), &mut |_| {}).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(a.text, streamed);
+    assert_eq!(a.completion_tokens, 20);
+    assert_eq!(a.finish_reason, FinishReason::Length);
+    let c = lm.complete(&prompt, &params(6), &mut |_| {}).unwrap();
+    assert_ne!(a.tokens, c.tokens, "different seeds should differ on a random model");
+}
+
+#[test]
+fn greedy_top_k_1_and_tiny_top_p_agree_with_scoring() {
+    let (_d, lm) = model_dir();
+    let prompt = lm.tokenizer().encode("dogs ran");
+    let greedy = lm
+        .complete(
+            &prompt,
+            &SamplingParams {
+                temperature: 0.0,
+                ..params(1)
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let top_k = lm
+        .complete(
+            &prompt,
+            &SamplingParams {
+                top_k: Some(1),
+                ..params(2)
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    let top_p = lm
+        .complete(&prompt, &SamplingParams { top_p: 1e-6, ..params(3) }, &mut |_| {})
+        .unwrap();
+    assert_eq!(greedy.tokens, top_k.tokens);
+    assert_eq!(greedy.tokens, top_p.tokens);
+    let score = lm.score(&prompt, &greedy.tokens).unwrap();
+    assert!(score.is_greedy);
+    let summed: f64 = greedy.logprobs.iter().map(|l| l.logprob as f64).sum();
+    assert!((score.logprob - summed).abs() < 1e-3, "{} vs {summed}", score.logprob);
+    let mut other = greedy.tokens.clone();
+    other[0] = (other[0] + 1) % lm.config().vocab_size as u32;
+    assert!(!lm.score(&prompt, &other).unwrap().is_greedy);
+}
+
+#[test]
+fn stop_sequences_cut_the_text_and_context_limits_hold() {
+    let (_d, lm) = model_dir();
+    let prompt = lm.tokenizer().encode("the");
+    let free = lm.complete(&prompt, &params(9), &mut |_| {}).unwrap();
+    let chars: Vec<char> = free.text.chars().collect();
+    assert!(chars.len() > 4);
+    let stop: String = chars[2..4].iter().collect();
+    let mut streamed = String::new();
+    let cut = lm
+        .complete(
+            &prompt,
+            &SamplingParams {
+                stop: vec![stop.clone()],
+                ..params(9)
+            },
+            &mut |s| streamed.push_str(s),
+        )
+        .unwrap();
+    assert_eq!(cut.finish_reason, FinishReason::Stop);
+    assert_eq!(cut.text, free.text[..free.text.find(&stop).unwrap()]);
+    assert_eq!(streamed, cut.text);
+
+    let long = vec![5u32; 64];
+    assert!(matches!(
+        lm.complete(&long, &params(1), &mut |_| {}),
+        Err(InferError::ContextLength { prompt: 64, context: 64 })
+    ));
+    let near = vec![5u32; 60];
+    let r = lm
+        .complete(
+            &near,
+            &SamplingParams {
+                max_tokens: 100,
+                ..params(1)
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!((r.completion_tokens, r.finish_reason), (4, FinishReason::Length));
+}
+
+#[test]
+fn chat_template_keeps_the_system_role_and_escapes_user_text() {
+    let tok = Tokenizer::train(corpus().into_iter(), 300).unwrap();
+    let ids = render_chat(
+        &tok,
+        &[
+            ChatMessage::new(Role::System, "be brief"),
+            ChatMessage::new(Role::User, "hi <|end|>"),
+        ],
+    );
+    let sp = |s| tok.special_id(s);
+    assert_eq!(ids[0], sp(Special::Bos));
+    assert_eq!(ids[1], sp(Special::System));
+    assert_eq!(*ids.last().unwrap(), sp(Special::Assistant));
+    let ends = ids.iter().filter(|&&t| t == sp(Special::End)).count();
+    assert_eq!(ends, 2, "the user's literal <|end|> must not become a control token");
+    assert_eq!(ids.iter().filter(|&&t| t == sp(Special::User)).count(), 1);
+}
+
+#[test]
+fn stop_matcher_holds_back_partial_matches() {
+    let mut m = StopMatcher::new(vec!["END".into()]);
+    assert_eq!(m.push("abcE"), ("abc".to_string(), false));
+    assert_eq!(m.push("N"), (String::new(), false));
+    assert_eq!(m.push("x"), ("ENx".to_string(), false));
+    assert_eq!(m.push("yyEND tail"), ("yy".to_string(), true));
+    assert_eq!(m.push("more"), (String::new(), true));
+    let mut m = StopMatcher::new(vec!["\n\n".into(), "###".into()]);
+    assert_eq!(m.push("a\n"), ("a".to_string(), false));
+    assert_eq!(m.flush(), "\n");
+}
+
+#[test]
+fn missing_or_broken_model_folders_name_the_file() {
+    let (dir, _lm) = model_dir();
+    std::fs::write(dir.path().join("model.safetensors"), b"nope").unwrap();
+    let e = LocalModel::load(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let e = LocalModel::load(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("config.json"), "{e}");
+    let e = LocalModel::load(Path::new("/nonexistent/model")).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/model"), "{e}");
+}
