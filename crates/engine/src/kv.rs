@@ -136,15 +136,16 @@ impl<T: Float> Model<T> {
         if cache.n_layers != cfg.n_layers || cache.n_kv_heads != cfg.n_kv_heads || cache.head_dim != cfg.head_dim() {
             return Err(EngineError::Shape("KV cache was built for another model shape".into()));
         }
-        let mut seen = vec![false; cache.slots];
-        for c in chunks {
+        for (i, c) in chunks.iter().enumerate() {
             if c.slot >= cache.slots {
                 return Err(EngineError::Shape(format!(
                     "slot {} does not exist (cache has {})",
                     c.slot, cache.slots
                 )));
             }
-            if std::mem::replace(&mut seen[c.slot], true) {
+            // Quadratic, but a call carries at most a few dozen chunks and this
+            // keeps the decode step free of allocation.
+            if chunks[..i].iter().any(|o| o.slot == c.slot) {
                 return Err(EngineError::Shape(format!("slot {} appears twice in one call", c.slot)));
             }
             let end = cache.lens[c.slot] + c.tokens.len();
@@ -297,11 +298,7 @@ impl<T: Float> Model<T> {
                 *sj = dot(q, &cache.k[base + j * hd..base + (j + 1) * hd]) * scale;
                 m = m.max(*sj);
             }
-            let mut z = T::ZERO;
-            for sj in s.iter_mut() {
-                *sj = (*sj - m).exp();
-                z += *sj;
-            }
+            let z = crate::float::exp_shifted_sum(s, m);
             out.fill(T::ZERO);
             let inv = T::ONE / z;
             for (j, &sj) in s.iter().enumerate() {

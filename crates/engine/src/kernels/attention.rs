@@ -158,11 +158,7 @@ pub fn attention_forward<T: Float>(o: &mut [T], lse: &mut [T], scratch: &mut [T]
                                 continue;
                             }
                             let corr = if m[i] == T::NEG_INFINITY { T::ZERO } else { (m[i] - m_new).exp() };
-                            let mut sum = T::ZERO;
-                            for v in row.iter_mut() {
-                                *v = (*v - m_new).exp();
-                                sum += *v;
-                            }
+                            let sum = crate::float::exp_shifted_sum(row, m_new);
                             l[i] = l[i] * corr + sum;
                             m[i] = m_new;
                             if corr != T::ONE {

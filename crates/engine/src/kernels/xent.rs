@@ -4,7 +4,7 @@
 //! prompt part of a fine-tuning example, padding).
 
 use super::ROW_CHUNK;
-use crate::float::Float;
+use crate::float::{exp_shifted_sum, Float};
 use rayon::prelude::*;
 
 /// Target id meaning "no loss at this position".
@@ -38,11 +38,7 @@ pub fn xent_backward_inplace<T: Float>(row_loss: &mut [T], logits: &mut [T], tar
                     continue;
                 }
                 let m = row_max(zr);
-                let mut sum = T::ZERO;
-                for v in zr.iter_mut() {
-                    *v = (*v - m).exp();
-                    sum += *v;
-                }
+                let sum = exp_shifted_sum(zr, m);
                 let py = zr[y as usize] / sum;
                 *l = -(py.ln());
                 let k = scale / sum;
@@ -56,13 +52,34 @@ pub fn xent_backward_inplace<T: Float>(row_loss: &mut [T], logits: &mut [T], tar
 
 #[inline]
 pub fn row_max<T: Float>(z: &[T]) -> T {
-    z.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v))
+    // Lane-wise maxima vectorise; a single running max would not.
+    const L: usize = 16;
+    let mut acc = [T::NEG_INFINITY; L];
+    let mut chunks = z.chunks_exact(L);
+    for c in &mut chunks {
+        for i in 0..L {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let m = acc.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
+    chunks.remainder().iter().fold(m, |m, &v| m.max(v))
 }
 
 #[inline]
 pub fn logsumexp<T: Float>(z: &[T]) -> T {
     let m = row_max(z);
-    let s: T = z.iter().map(|&v| (v - m).exp()).sum();
+    const L: usize = 16;
+    let mut acc = [T::ZERO; L];
+    let mut chunks = z.chunks_exact(L);
+    for c in &mut chunks {
+        for i in 0..L {
+            acc[i] += (c[i] - m).exp();
+        }
+    }
+    let s = chunks
+        .remainder()
+        .iter()
+        .fold(acc.iter().fold(T::ZERO, |s, &a| s + a), |s, &v| s + (v - m).exp());
     m + s.ln()
 }
 
