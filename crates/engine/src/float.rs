@@ -36,6 +36,8 @@ pub trait Float:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn max(self, other: Self) -> Self;
+    /// `self·a + b` in one rounding (a hardware FMA with target-cpu=native).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
     }
@@ -61,6 +63,10 @@ impl Float for f32 {
     #[inline(always)]
     fn ln(self) -> Self {
         f32::ln(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
     }
     #[inline(always)]
     fn sqrt(self) -> Self {
@@ -96,6 +102,10 @@ impl Float for f64 {
     #[inline(always)]
     fn ln(self) -> Self {
         f64::ln(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
     #[inline(always)]
     fn sqrt(self) -> Self {
@@ -152,19 +162,19 @@ pub fn fast_exp(x: f32) -> f32 {
 pub fn exp_shifted_sum<T: Float>(v: &mut [T], shift: T) -> T {
     const L: usize = 16;
     let mut acc = [T::ZERO; L];
-    let mut chunks = v.chunks_exact_mut(L);
-    for c in &mut chunks {
+    let (chunks, tail) = v.as_chunks_mut::<L>();
+    for c in chunks {
         for i in 0..L {
             c[i] = (c[i] - shift).exp();
             acc[i] += c[i];
         }
     }
-    let mut tail = T::ZERO;
-    for x in chunks.into_remainder() {
+    let mut rest = T::ZERO;
+    for x in tail {
         *x = (*x - shift).exp();
-        tail += *x;
+        rest += *x;
     }
-    acc.iter().fold(tail, |s, &a| s + a)
+    acc.iter().fold(rest, |s, &a| s + a)
 }
 
 #[cfg(test)]

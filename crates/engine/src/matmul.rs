@@ -225,30 +225,36 @@ fn small_rows_linear<T: Float>(y: &mut [T], x: &[T], w: &[T], rows: usize, d_in:
     }
 }
 
-/// Dot product with 16 independent lanes so the compiler emits packed FMAs
-/// (a single accumulator would serialise on the add latency).
+/// Dot product in 64 independent lanes (four 16-wide vectors): a single
+/// accumulator, or even one vector of them, would serialise on the add
+/// latency, and decoding is a long chain of these. Fixed-size array chunks
+/// (`as_chunks`) let the compiler drop bounds checks and vectorise.
 #[inline]
 pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    const L: usize = 16;
+    const WIDE: usize = 64;
+    const NARROW: usize = 16;
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [T::ZERO; L];
-    let mut ca = a.chunks_exact(L);
-    let mut cb = b.chunks_exact(L);
-    for (xa, xb) in (&mut ca).zip(&mut cb) {
-        for i in 0..L {
-            acc[i] += xa[i] * xb[i];
+    let (wa, ra) = a[..n].as_chunks::<WIDE>();
+    let (wb, rb) = b[..n].as_chunks::<WIDE>();
+    let mut wide = [T::ZERO; WIDE];
+    for (xa, xb) in wa.iter().zip(wb) {
+        for i in 0..WIDE {
+            wide[i] = xa[i].mul_add(xb[i], wide[i]);
         }
     }
-    let mut tail = T::ZERO;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += *x * *y;
+    let mut narrow = [T::ZERO; NARROW];
+    for i in 0..WIDE {
+        narrow[i % NARROW] += wide[i];
     }
-    let mut s = T::ZERO;
-    for v in acc {
-        s += v;
+    let (na, ta) = ra.as_chunks::<NARROW>();
+    let (nb, tb) = rb.as_chunks::<NARROW>();
+    for (xa, xb) in na.iter().zip(nb) {
+        for i in 0..NARROW {
+            narrow[i] = xa[i].mul_add(xb[i], narrow[i]);
+        }
     }
-    s + tail
+    let tail = ta.iter().zip(tb).fold(T::ZERO, |s, (x, y)| s + *x * *y);
+    narrow.iter().fold(tail, |s, &v| s + v)
 }
 
 /// `y += alpha · x`

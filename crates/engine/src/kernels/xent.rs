@@ -55,14 +55,14 @@ pub fn row_max<T: Float>(z: &[T]) -> T {
     // Lane-wise maxima vectorise; a single running max would not.
     const L: usize = 16;
     let mut acc = [T::NEG_INFINITY; L];
-    let mut chunks = z.chunks_exact(L);
-    for c in &mut chunks {
+    let (chunks, tail) = z.as_chunks::<L>();
+    for c in chunks {
         for i in 0..L {
             acc[i] = acc[i].max(c[i]);
         }
     }
     let m = acc.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
-    chunks.remainder().iter().fold(m, |m, &v| m.max(v))
+    tail.iter().fold(m, |m, &v| m.max(v))
 }
 
 #[inline]
@@ -70,16 +70,13 @@ pub fn logsumexp<T: Float>(z: &[T]) -> T {
     let m = row_max(z);
     const L: usize = 16;
     let mut acc = [T::ZERO; L];
-    let mut chunks = z.chunks_exact(L);
-    for c in &mut chunks {
+    let (chunks, tail) = z.as_chunks::<L>();
+    for c in chunks {
         for i in 0..L {
             acc[i] += (c[i] - m).exp();
         }
     }
-    let s = chunks
-        .remainder()
-        .iter()
-        .fold(acc.iter().fold(T::ZERO, |s, &a| s + a), |s, &v| s + (v - m).exp());
+    let s = tail.iter().fold(acc.iter().fold(T::ZERO, |s, &a| s + a), |s, &v| s + (v - m).exp());
     m + s.ln()
 }
 
