@@ -128,6 +128,28 @@ impl ModelConfig {
         6.0 * weights + 3.0 * attn_fwd
     }
 
+    /// Matmul FLOPs the engine actually executes for one causal training step
+    /// of `batch` sequences of `seq` tokens (what [`crate::matmul::flops_executed`]
+    /// counts): every linear layer 2·rows·in·out forward and twice that backward;
+    /// attention at block granularity — query block `[q0, q0+nq)` scores keys
+    /// `[0, q0+nq)`, costing 4·hd per (query, key) pair forward (QKᵀ and PV) and
+    /// 10·hd backward (QKᵀ recomputed, dV, dP, dQ, dK).
+    pub fn executed_train_flops(&self, batch: usize, seq: usize) -> f64 {
+        let n = (batch * seq) as f64;
+        let (d, qd, f, v) = (
+            self.d_model as f64,
+            self.qkv_dim() as f64,
+            self.ffn_hidden as f64,
+            self.vocab_size as f64,
+        );
+        let hd_all = (self.n_heads * self.head_dim()) as f64;
+        let linear_fwd = 2.0 * n * (self.n_layers as f64 * (d * qd + hd_all * d + d * 2.0 * f + f * d) + d * v);
+        let bq = crate::kernels::attention::BQ;
+        let pairs: usize = (0..seq).step_by(bq).map(|q0| bq.min(seq - q0) * (q0 + bq.min(seq - q0))).sum();
+        let attn = (batch * self.n_heads * self.n_layers) as f64 * 14.0 * self.head_dim() as f64 * pairs as f64;
+        3.0 * linear_fwd + attn
+    }
+
     /// Forward-only matmul FLOPs per token (evaluation, prefill).
     pub fn forward_flops_per_token(&self, seq: usize) -> f64 {
         self.train_flops_per_token(seq) / 3.0
