@@ -1,1 +1,27 @@
-//! placeholder
+//! ferrogpt-evals: an OpenAI-Evals-compatible eval framework. It owns registry loading
+//! (openai/evals' YAML + JSONL layout), the eval templates with upstream's exact scoring
+//! semantics and report keys, completion functions (`dummy`, OpenAI-compatible HTTP
+//! endpoints, and a hook for an in-process local model), the parallel runner with retries
+//! and a request cache, the JSONL run log, and HTML/terminal reports of runs.
+//!
+//! It must not touch model internals: local models come in through the
+//! [`completion::CompletionFn`] trait (the CLI supplies the adapter), and nothing here
+//! trains, tokenizes or serves.
+
+pub mod completion;
+pub mod data;
+pub mod error;
+pub mod log;
+pub mod metrics;
+pub mod prompt;
+pub mod pyrandom;
+pub mod registry;
+pub mod report;
+pub mod runner;
+pub mod templates;
+pub mod text;
+
+pub use completion::{CompletionFn, Dummy};
+pub use error::{EvalError, Result};
+pub use registry::Registry;
+pub use runner::{run_eval, Resolver, RunOptions, RunOutcome};

@@ -1,1 +1,31 @@
-//! placeholder
+//! ferrogpt-serve: the OpenAI-compatible HTTP server — `/v1/chat/completions`,
+//! `/v1/completions`, `/v1/models`, the waitlist, API keys, per-key rate limits, the SQLite
+//! usage ledger, Prometheus metrics and the chat page.
+//!
+//! It also owns the batching policy across requests: [`batch::BatchEngine`] (continuous
+//! batching over the engine's KV-cache slots) driven by the scheduler thread of
+//! [`engine::EngineBackend`]. The HTTP layer reaches models only through the
+//! [`backend::Backend`] trait. It must not touch the transformer, the KV cache, sampling or the
+//! chat template: those are ferrogpt-engine's and ferrogpt-infer's.
+
+pub mod api;
+pub mod backend;
+pub mod batch;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod json_mode;
+mod ledger;
+pub mod metrics;
+mod page;
+pub mod ratelimit;
+pub mod server;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::Config;
+pub use error::{ApiError, ServeError};
+pub use server::{router, serve, AppState};
+pub use store::Store;

@@ -1,1 +1,59 @@
-//! placeholder
+//! ferrogpt-train: pretraining on top of the engine, and the speedrun pipeline.
+//!
+//! Owns: the training run's TOML config ([`TrainConfig`]), the training loop
+//! with gradient accumulation, clipping, schedules, validation in bits per
+//! byte, metrics JSONL and the loss-curve SVG ([`trainer`]); checkpoint folders
+//! with checksums and exact resume ([`checkpoint`]); MFU against a measured
+//! sgemm peak ([`peak`]); and `speedrun`, the data -> tokenizer -> pretrain ->
+//! samples pipeline that writes `report.md` ([`speedrun`]).
+//!
+//! Must not touch: the model's kernels and optimizer maths (ferrogpt-engine),
+//! tokenization (ferrogpt-tokenizer), corpus sources and shard formats
+//! (ferrogpt-data), or sampling (ferrogpt-infer) — it only drives them.
+
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod peak;
+pub mod speedrun;
+pub mod trainer;
+
+pub use checkpoint::{Checkpoint, TrainState};
+pub use config::TrainConfig;
+pub use trainer::{train, TrainOptions, TrainSummary};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("config key `{key}`: {why}")]
+    Config { key: String, why: String },
+    #[error("{path}: {why}")]
+    Parse { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint {dir}: file {file}: {why}")]
+    Checkpoint { dir: PathBuf, file: String, why: String },
+    #[error(transparent)]
+    Engine(#[from] ferrogpt_engine::EngineError),
+    #[error(transparent)]
+    Tokenizer(#[from] ferrogpt_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Data(#[from] ferrogpt_data::DataError),
+    #[error(transparent)]
+    Infer(#[from] ferrogpt_infer::InferError),
+    #[error("training diverged at step {step}: loss is {loss}")]
+    Diverged { step: u64, loss: f64 },
+    #[error("plot {path}: {why}")]
+    Plot { path: PathBuf, why: String },
+}
+
+/// `std::io` errors with the path they concern.
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}

@@ -1,15 +1,382 @@
-//! `ferrogpt eval` and `ferrogpt evalset`
+//! `ferrogpt eval` (oaieval's command line, plus `report` and `show`) and
+//! `ferrogpt evalset` (oaievalset's). Argument parsing only; the work is in ferrogpt-evals.
 
-#[derive(clap::Args)]
-pub struct EvalArgs {}
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(clap::Args)]
-pub struct EvalsetArgs {}
+use anyhow::Context as _;
+use ferrogpt_evals::completion::{Completion, CompletionFn, HttpConfig, Loglikelihood};
+use ferrogpt_evals::log::RunLog;
+use ferrogpt_evals::registry::Registry;
+use ferrogpt_evals::runner::{self, Resolver, RunOptions};
+use ferrogpt_evals::EvalError;
+use serde_json::{Map, Value};
 
-pub fn run(_args: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`ferrogpt eval` is not built yet")
+/// Options shared by `eval` and `evalset` (spelled as oaieval spells them; dashed aliases too).
+#[derive(clap::Args, Clone)]
+pub struct RunFlags {
+    /// Extra registry root (repeatable), after the built-in one and ~/.evals
+    #[arg(long = "registry_path", visible_alias = "registry-path")]
+    registry_path: Vec<PathBuf>,
+    /// Evaluate only the first N samples of the shuffled order (the same subset oaieval picks)
+    #[arg(long = "max_samples", visible_alias = "max-samples")]
+    max_samples: Option<usize>,
+    /// Seed recorded in the spec and used for the bootstrap
+    #[arg(long, default_value_t = 20_220_722)]
+    seed: u64,
+    /// Recorded as created_by
+    #[arg(long, default_value = "")]
+    user: String,
+    /// Merged into the eval's args: k=v,k2=v2 (numbers parsed as in oaieval)
+    #[arg(long = "extra_eval_params", visible_alias = "extra-eval-params", default_value = "")]
+    extra_eval_params: String,
+    /// Samples evaluated concurrently
+    #[arg(long, env = "EVALS_THREADS", default_value_t = 10)]
+    threads: usize,
+    /// OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1
+    #[arg(long = "api-base", visible_alias = "api_base", env = "OPENAI_BASE_URL")]
+    api_base: Option<String>,
+    /// Per-request timeout in seconds
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Retries per request on 408/409/429/5xx and network errors
+    #[arg(long = "max-retries", default_value_t = 8)]
+    max_retries: u32,
+    /// Do not read or write the request cache
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+    /// Request cache folder (default $FERROGPT_CACHE/evals-requests or ~/.cache/ferrogpt/evals-requests)
+    #[arg(long = "cache-dir")]
+    cache_dir: Option<PathBuf>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
 }
 
-pub fn run_set(_args: EvalsetArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`ferrogpt evalset` is not built yet")
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// Write a self-contained HTML page comparing run logs side by side
+    Report {
+        /// Run logs (JSONL from ferrogpt eval or oaieval)
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+    },
+    /// Print a run log's final report and per-sample outcomes
+    Show {
+        log: PathBuf,
+        /// Sample rows to print
+        #[arg(long, default_value_t = 50)]
+        rows: usize,
+    },
+    /// List the evals (or eval sets) in the registry
+    List {
+        #[arg(long = "registry_path", visible_alias = "registry-path")]
+        registry_path: Vec<PathBuf>,
+        #[arg(long)]
+        sets: bool,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: Option<EvalCommand>,
+    /// Completion function(s), comma-separated: dummy, local:PATH, gpt-4, chat:MODEL,
+    /// completions:MODEL, or a completion_fns registry entry (the last one grades model-graded evals)
+    #[arg(required = true)]
+    completion_fn: Option<String>,
+    /// Eval name (base name or full key)
+    #[arg(required = true)]
+    eval: Option<String>,
+    /// Log file (default <tmp>/evallogs/<run_id>_<fn>_<eval>.jsonl)
+    #[arg(long = "record_path", visible_alias = "record-path")]
+    record_path: Option<PathBuf>,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+#[derive(clap::Args)]
+pub struct EvalsetArgs {
+    /// Completion function(s), as for `ferrogpt eval`
+    completion_fn: String,
+    /// Eval set name
+    eval_set: String,
+    /// Start over instead of skipping evals finished by an earlier run of this set
+    #[arg(long = "no-resume")]
+    no_resume: bool,
+    /// Keep going when an eval fails
+    #[arg(long = "no-exit-on-error")]
+    no_exit_on_error: bool,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// oaieval's `--extra_eval_params`: int, else float, else string.
+fn parse_extra(s: &str) -> anyhow::Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for kv in s.split(',').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--extra_eval_params: `{kv}` is not key=value"))?;
+        let value = if let Ok(i) = v.parse::<i64>() {
+            Value::from(i)
+        } else if let Some(f) = v.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            Value::Number(f)
+        } else {
+            Value::String(v.to_string())
+        };
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn cache_root() -> PathBuf {
+    if let Some(c) = std::env::var_os("FERROGPT_CACHE") {
+        return PathBuf::from(c);
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".cache").join("ferrogpt")
+}
+
+fn http_config(flags: &RunFlags) -> HttpConfig {
+    let mut http = HttpConfig::from_env();
+    if let Some(b) = &flags.api_base {
+        http.base_url = b.clone();
+    }
+    http.timeout = Duration::from_secs_f64(flags.timeout.max(0.001));
+    http.max_retries = flags.max_retries;
+    http.cache_dir = (!flags.no_cache).then(|| flags.cache_dir.clone().unwrap_or_else(|| cache_root().join("evals-requests")));
+    http
+}
+
+fn load_registry(extra: &[PathBuf]) -> anyhow::Result<Registry> {
+    Ok(Registry::load(&runner::registry_roots(extra))?)
+}
+
+/// `local:PATH`: a model folder run in-process through ferrogpt-infer. Chat prompts use the
+/// model's chat template; string prompts are completed as raw text.
+struct LocalFn {
+    name: String,
+    model: ferrogpt_infer::LocalModel,
+}
+
+fn infer_err(name: &str, e: ferrogpt_infer::InferError) -> EvalError {
+    EvalError::Other(format!("{name}: {e}"))
+}
+
+impl LocalFn {
+    fn prompt_ids(&self, prompt: &Value) -> Vec<u32> {
+        use ferrogpt_infer::{ChatMessage, Role};
+        match prompt {
+            Value::Array(msgs) if ferrogpt_evals::prompt::is_chat(prompt) => {
+                let messages: Vec<ChatMessage> = msgs
+                    .iter()
+                    .map(|m| {
+                        let who = m.get("name").or_else(|| m.get("role")).and_then(Value::as_str).unwrap_or("user");
+                        let role = match who {
+                            "system" => Role::System,
+                            "assistant" | "example_assistant" => Role::Assistant,
+                            _ => Role::User,
+                        };
+                        ChatMessage::new(role, m.get("content").and_then(Value::as_str).unwrap_or_default())
+                    })
+                    .collect();
+                ferrogpt_infer::render_chat(self.model.tokenizer(), &messages)
+            }
+            other => self.model.tokenizer().encode(&ferrogpt_evals::prompt::to_text(other)),
+        }
+    }
+}
+
+impl CompletionFn for LocalFn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn complete(&self, prompt: &Value, params: &Map<String, Value>) -> ferrogpt_evals::Result<Completion> {
+        let mut sp = ferrogpt_infer::SamplingParams::default();
+        let num = |k: &str| params.get(k).and_then(Value::as_f64);
+        if let Some(t) = num("temperature") {
+            sp.temperature = t as f32;
+        }
+        if let Some(p) = num("top_p") {
+            sp.top_p = p as f32;
+        }
+        if let Some(m) = params.get("max_tokens").and_then(Value::as_u64) {
+            sp.max_tokens = m as usize;
+        }
+        if let Some(s) = params.get("seed").and_then(Value::as_u64) {
+            sp.seed = s;
+        }
+        match params.get("stop") {
+            Some(Value::String(s)) => sp.stop = vec![s.clone()],
+            Some(Value::Array(a)) => sp.stop = a.iter().filter_map(Value::as_str).map(String::from).collect(),
+            _ => {}
+        }
+        let ids = self.prompt_ids(prompt);
+        let out = self.model.complete(&ids, &sp, &mut |_| {}).map_err(|e| infer_err(&self.name, e))?;
+        let sampling = serde_json::json!({
+            "prompt": prompt,
+            "sampled": [out.text],
+            "model": self.name,
+            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens, "total_tokens": out.prompt_tokens + out.completion_tokens},
+        });
+        Ok(Completion {
+            completions: vec![out.text],
+            sampling: Some(sampling),
+        })
+    }
+
+    fn loglikelihood(&self, context: &str, continuation: &str) -> ferrogpt_evals::Result<Loglikelihood> {
+        let tok = self.model.tokenizer();
+        let s = self
+            .model
+            .score(&tok.encode(context), &tok.encode(continuation))
+            .map_err(|e| infer_err(&self.name, e))?;
+        Ok(Loglikelihood {
+            logprob: s.logprob,
+            is_greedy: s.is_greedy,
+        })
+    }
+}
+
+fn load_local(path: &Path) -> ferrogpt_evals::Result<Arc<dyn CompletionFn>> {
+    let model = ferrogpt_infer::LocalModel::load(path).map_err(|e| infer_err(&format!("local:{}", path.display()), e))?;
+    Ok(Arc::new(LocalFn {
+        name: format!("local:{}", path.display()),
+        model,
+    }))
+}
+
+/// The names as given and the completion functions they resolved to.
+type ResolvedFns = (Vec<String>, Vec<Arc<dyn CompletionFn>>);
+
+fn resolve_fns(registry: &Registry, flags: &RunFlags, names: &str) -> anyhow::Result<ResolvedFns> {
+    let resolver = Resolver {
+        registry,
+        http: http_config(flags),
+        local: Some(&load_local),
+    };
+    let names: Vec<String> = names.split(',').map(str::to_string).collect();
+    let fns = names
+        .iter()
+        .map(|n| resolver.resolve(n).with_context(|| format!("completion function `{n}`")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((names, fns))
+}
+
+fn options(flags: &RunFlags, names: Vec<String>, record_path: Option<PathBuf>) -> anyhow::Result<RunOptions> {
+    Ok(RunOptions {
+        completion_fns: names,
+        max_samples: flags.max_samples,
+        seed: flags.seed,
+        threads: flags.threads.max(1),
+        record_path,
+        created_by: flags.user.clone(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        builtin_root: runner::builtin_registry(),
+        show_progress: !flags.quiet,
+        extra_eval_params: parse_extra(&flags.extra_eval_params)?,
+    })
+}
+
+fn print_report(outcome: &runner::RunOutcome) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Final report ({}, {} samples):", outcome.eval_name, outcome.n_samples);
+    for (k, v) in &outcome.final_report.0 {
+        let _ = writeln!(out, "{k}: {v}");
+    }
+    let _ = writeln!(out, "Log: {}", outcome.record_path.display());
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(EvalCommand::Report { logs, output }) => {
+            let runs = logs.iter().map(|p| RunLog::read(p)).collect::<Result<Vec<_>, _>>()?;
+            let html = ferrogpt_evals::report::html_report(&runs);
+            std::fs::write(&output, html).with_context(|| format!("writing {}", output.display()))?;
+            println!("wrote {} ({} runs)", output.display(), runs.len());
+            Ok(())
+        }
+        Some(EvalCommand::Show { log, rows }) => {
+            let run = RunLog::read(&log)?;
+            print!("{}", ferrogpt_evals::report::show(&run, rows));
+            Ok(())
+        }
+        Some(EvalCommand::List { registry_path, sets }) => {
+            let reg = load_registry(&registry_path)?;
+            let names = if sets { reg.eval_set_names() } else { reg.eval_names() };
+            for n in names.iter().filter(|n| sets || !n.contains('.')) {
+                println!("{n}");
+            }
+            Ok(())
+        }
+        None => {
+            let (Some(fn_names), Some(eval)) = (args.completion_fn, args.eval) else {
+                anyhow::bail!("usage: ferrogpt eval COMPLETION_FN EVAL [options]");
+            };
+            let registry = load_registry(&args.flags.registry_path)?;
+            let spec = registry.get_eval(&eval)?;
+            let (names, fns) = resolve_fns(&registry, &args.flags, &fn_names)?;
+            let opts = options(&args.flags, names, args.record_path)?;
+            let outcome = runner::run_eval(&registry, &spec, &fns, &opts)?;
+            print_report(&outcome);
+            Ok(())
+        }
+    }
+}
+
+fn progress_file(model: &str, set: &str) -> PathBuf {
+    let safe = |s: &str| s.replace(['/', ','], "_");
+    std::env::temp_dir()
+        .join("ferrogpt-evalset")
+        .join(format!("{}.{}.progress.txt", safe(model), safe(set)))
+}
+
+fn read_progress(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+pub fn run_set(args: EvalsetArgs) -> anyhow::Result<()> {
+    let registry = load_registry(&args.flags.registry_path)?;
+    let specs = registry.get_eval_set(&args.eval_set)?;
+    let (names, fns) = resolve_fns(&registry, &args.flags, &args.completion_fn)?;
+    let progress = progress_file(&args.completion_fn, &args.eval_set);
+    if args.no_resume {
+        let _ = std::fs::remove_file(&progress);
+    }
+    let done = read_progress(&progress);
+    if let Some(parent) = progress.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut failures = Vec::new();
+    for spec in &specs {
+        if done.contains(&spec.key) {
+            println!("skipping {} (done in an earlier run; --no-resume to redo)", spec.key);
+            continue;
+        }
+        let opts = options(&args.flags, names.clone(), None)?;
+        match runner::run_eval(&registry, spec, &fns, &opts) {
+            Ok(outcome) => {
+                print_report(&outcome);
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&progress)?;
+                writeln!(f, "{}", spec.key)?;
+            }
+            Err(e) if args.no_exit_on_error => {
+                eprintln!("{}: {e}", spec.key);
+                failures.push(spec.key.clone());
+            }
+            Err(e) => return Err(e).with_context(|| format!("eval {}", spec.key)),
+        }
+    }
+    anyhow::ensure!(failures.is_empty(), "{} evals failed: {}", failures.len(), failures.join(", "));
+    println!("eval set {}: {} evals done", args.eval_set, specs.len());
+    Ok(())
 }

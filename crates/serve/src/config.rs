@@ -1,0 +1,258 @@
+//! Server configuration: snapshots (pinned models with context length and prices), aliases
+//! that point at the recommended snapshot, default rate limits and the chat page's cap.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ServeError;
+
+/// One pinned model: its folder never changes under this id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub id: String,
+    pub folder: PathBuf,
+    /// Defaults to the model's own context length when absent.
+    pub context_length: Option<usize>,
+    /// Dollars per 1,000 prompt tokens.
+    #[serde(default)]
+    pub prompt_price_per_1k: f64,
+    /// Dollars per 1,000 completion tokens.
+    #[serde(default)]
+    pub completion_price_per_1k: f64,
+    /// Unix seconds reported as `created` by `/v1/models`.
+    #[serde(default)]
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub requests_per_minute: u64,
+    pub tokens_per_minute: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 200,
+            tokens_per_minute: 40_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatPageConfig {
+    /// Messages a key may send from the chat page per window.
+    pub messages_per_window: u64,
+    pub window_hours: f64,
+}
+
+impl Default for ChatPageConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_window: 25,
+            window_hours: 3.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    /// KV-cache slots per model: the most sequences decoded in one batch.
+    pub batch_slots: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            max_body_bytes: 8 * 1024 * 1024,
+            batch_slots: 32,
+        }
+    }
+}
+
+/// The whole TOML file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub chat: ChatPageConfig,
+    #[serde(default, rename = "snapshot")]
+    pub snapshots: Vec<SnapshotConfig>,
+    /// alias -> snapshot id, e.g. `ferrogpt = "ferrogpt-0314"`.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServeError::ConfigRead {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ServeError::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        // Relative model folders are relative to the config file, not the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for s in &mut cfg.snapshots {
+            if s.folder.is_relative() {
+                s.folder = base.join(&s.folder);
+            }
+        }
+        cfg.validate(&path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// The one-line quick start: serve `folder` as snapshot `<alias>-<MMDD>` behind `alias`.
+    pub fn quick_start(folder: &Path, alias: &str) -> Result<Self, ServeError> {
+        let stamp = folder_stamp(folder);
+        let snapshot = format!("{alias}-{stamp}");
+        let mut aliases = BTreeMap::new();
+        aliases.insert(alias.to_string(), snapshot.clone());
+        let cfg = Config {
+            snapshots: vec![SnapshotConfig {
+                id: snapshot,
+                folder: folder.to_path_buf(),
+                context_length: None,
+                prompt_price_per_1k: 0.03,
+                completion_price_per_1k: 0.06,
+                created: folder_mtime(folder),
+            }],
+            aliases,
+            ..Config::default()
+        };
+        cfg.validate("--model")?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, origin: &str) -> Result<(), ServeError> {
+        let err = |message: String| ServeError::Config {
+            path: origin.to_string(),
+            message,
+        };
+        if self.snapshots.is_empty() {
+            return Err(err("no [[snapshot]] entries: nothing to serve".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.snapshots {
+            if !valid_model_id(&s.id) {
+                return Err(err(format!(
+                    "snapshot id {:?} must be 1-64 characters of letters, digits, '-', '_', '.', ':'",
+                    s.id
+                )));
+            }
+            if !seen.insert(s.id.as_str()) {
+                return Err(err(format!("snapshot id {:?} is listed twice", s.id)));
+            }
+            if s.prompt_price_per_1k < 0.0 || s.completion_price_per_1k < 0.0 {
+                return Err(err(format!("snapshot {:?}: prices must not be negative", s.id)));
+            }
+        }
+        for (alias, target) in &self.aliases {
+            if !valid_model_id(alias) {
+                return Err(err(format!("alias {alias:?} is not a valid model id")));
+            }
+            if seen.contains(alias.as_str()) {
+                return Err(err(format!("alias {alias:?} has the same name as a snapshot")));
+            }
+            if !seen.contains(target.as_str()) {
+                return Err(err(format!("alias {alias:?} points at {target:?}, which is not a [[snapshot]] id")));
+            }
+        }
+        if self.limits.requests_per_minute == 0 || self.limits.tokens_per_minute == 0 {
+            return Err(err("[limits] must be at least 1 request and 1 token per minute".into()));
+        }
+        if self.chat.window_hours <= 0.0 {
+            return Err(err("[chat] window_hours must be positive".into()));
+        }
+        if self.server.batch_slots == 0 {
+            return Err(err("[server] batch_slots must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+fn valid_model_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+fn folder_mtime(folder: &Path) -> u64 {
+    std::fs::metadata(folder)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `MMDD` of the folder's modification day, the way `gpt-4-0314` names its snapshot day.
+fn folder_stamp(folder: &Path) -> String {
+    let days = (folder_mtime(folder) / 86_400) as i64;
+    let (_, m, d) = civil_from_days(days);
+    format!("{m:02}{d:02}")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_430), (2023, 3, 14));
+    }
+
+    #[test]
+    fn parses_and_checks_aliases() {
+        let text = r#"
+            [limits]
+            requests_per_minute = 10
+            [[snapshot]]
+            id = "m-0314"
+            folder = "/models/m"
+            context_length = 512
+            prompt_price_per_1k = 0.03
+            completion_price_per_1k = 0.06
+            [aliases]
+            m = "m-0314"
+        "#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        cfg.validate("test").unwrap();
+        assert_eq!(cfg.limits.requests_per_minute, 10);
+        assert_eq!(cfg.limits.tokens_per_minute, 40_000);
+        let mut bad = cfg.clone();
+        bad.aliases.insert("x".into(), "missing".into());
+        let msg = bad.validate("test").unwrap_err().to_string();
+        assert!(msg.contains("\"missing\""), "{msg}");
+    }
+}

@@ -1,0 +1,1046 @@
+//! The HTTP layer: routes, authentication, admission (model access, context length, rate
+//! limits), generation through a [`Backend`], OpenAI-shaped responses and SSE streams, and the
+//! accounting that settles rate limits and writes the ledger when a request ends — also when
+//! the client goes away mid-stream.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::api::{self, Prompt, Sampling};
+use crate::backend::{Backend, FinishReason, GenEvent, GenRequest, TokenLogprob};
+use crate::config::{ChatPageConfig, Config, SnapshotConfig};
+use crate::error::{ApiError, ServeError};
+use crate::ledger::LedgerWriter;
+use crate::metrics::Metrics;
+use crate::ratelimit::{Clock, Denied, RateLimiter, Reservation};
+use crate::store::{KeyRecord, LedgerEntry, Store};
+
+/// One servable snapshot and the model behind it.
+pub struct ModelEntry {
+    pub config: SnapshotConfig,
+    pub context_length: usize,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Everything a request handler needs; shared by all connections.
+pub struct AppState {
+    models: BTreeMap<String, ModelEntry>,
+    aliases: BTreeMap<String, String>,
+    store: Arc<Store>,
+    limiter: RateLimiter,
+    metrics: Metrics,
+    ledger: LedgerWriter,
+    chat: ChatPageConfig,
+    max_body: usize,
+}
+
+impl AppState {
+    /// `backends` maps each snapshot id of `config` to its loaded model.
+    pub fn new(
+        config: &Config,
+        mut backends: BTreeMap<String, Arc<dyn Backend>>,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
+        let mut models = BTreeMap::new();
+        for snap in &config.snapshots {
+            let backend = backends.remove(&snap.id).ok_or_else(|| ServeError::Backend {
+                model: snap.id.clone(),
+                message: "no model was loaded for this snapshot".into(),
+            })?;
+            let native = backend.context_length();
+            let context_length = match snap.context_length {
+                Some(c) if c > native => {
+                    return Err(ServeError::Backend {
+                        model: snap.id.clone(),
+                        message: format!("context_length {c} is longer than the model's own {native}"),
+                    })
+                }
+                Some(c) => c,
+                None => native,
+            };
+            models.insert(
+                snap.id.clone(),
+                ModelEntry {
+                    config: snap.clone(),
+                    context_length,
+                    backend,
+                },
+            );
+        }
+        Ok(Self {
+            models,
+            aliases: config.aliases.clone(),
+            limiter: RateLimiter::new(config.limits.requests_per_minute, config.limits.tokens_per_minute, clock),
+            ledger: LedgerWriter::start(store.clone()),
+            store,
+            metrics: Metrics::default(),
+            chat: config.chat.clone(),
+            max_body: config.server.max_body_bytes,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Waits until every ledger entry queued so far is in the database.
+    pub fn flush_ledger(&self) {
+        self.ledger.flush();
+    }
+
+    /// Resolves an alias or snapshot id to (snapshot id, alias used).
+    fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+        if self.models.contains_key(name) {
+            return Some((name, None));
+        }
+        self.aliases
+            .get(name)
+            .filter(|s| self.models.contains_key(s.as_str()))
+            .map(|s| (s.as_str(), Some(name)))
+    }
+}
+
+/// The routes; `/v1/*` follow OpenAI's API, `/` is the chat page.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(crate::page::index))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/waitlist", post(waitlist))
+        .route("/chat/api/completions", post(chat_page_completions))
+        .route("/chat/api/usage", get(chat_page_usage))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("Unknown request URL. Please check the URL and method.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let stats: Vec<_> = st.models.iter().map(|(id, m)| (id.clone(), m.backend.stats())).collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats)).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
+    let Some(secret) = bearer(headers).filter(|s| !s.is_empty()) else {
+        return Err(ApiError::invalid_api_key(
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        ));
+    };
+    match st.store.authenticate(secret) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(ApiError::invalid_api_key(format!(
+            "Incorrect API key provided: {}. Create one with `ferrogpt keys create`.",
+            redact(secret)
+        ))),
+        Err(e) => {
+            tracing::error!("key lookup failed: {e}");
+            Err(ApiError::server("The key store is unavailable."))
+        }
+    }
+}
+
+/// Shows only the ends of a secret, as OpenAI does in its 401 message.
+fn redact(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() <= 8 {
+        return "sk-***".into();
+    }
+    let head: String = chars[..3.min(chars.len())].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}***{tail}")
+}
+
+fn model_json(id: &str, created: u64, context_length: usize, snapshot: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": id,
+        "object": "model",
+        "created": created,
+        "owned_by": "ferrogpt",
+        "context_length": context_length,
+    });
+    if let Some(s) = snapshot {
+        v["snapshot"] = json!(s);
+    }
+    v
+}
+
+/// Models this key may use: its snapshots and the aliases that point at them.
+fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (id, m) in &st.models {
+        if key.may_use(id, None) {
+            out.push(model_json(id, m.config.created, m.context_length, None));
+        }
+    }
+    for (alias, target) in &st.aliases {
+        if let Some(m) = st.models.get(target) {
+            if key.may_use(target, Some(alias)) {
+                out.push(model_json(alias, m.config.created, m.context_length, Some(target)));
+            }
+        }
+    }
+    out
+}
+
+async fn list_models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match authenticate(&st, &headers) {
+        Ok(key) => axum::Json(json!({"object": "list", "data": visible_models(&st, &key)})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_model(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let key = match authenticate(&st, &headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    visible_models(&st, &key)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .map(|m| axum::Json(m).into_response())
+        .unwrap_or_else(|| ApiError::model_not_found(&id).into_response())
+}
+
+async fn read_body(st: &AppState, body: Body) -> Result<Map<String, Value>, ApiError> {
+    let bytes = axum::body::to_bytes(body, st.max_body).await.map_err(|e| {
+        // to_bytes reports an over-limit body as a length-limit error in its source chain.
+        let text = format!("{e:?}");
+        if text.contains("LengthLimit") {
+            ApiError::payload_too_large(st.max_body)
+        } else {
+            ApiError::bad_request(format!("Could not read the request body: {e}"))
+        }
+    })?;
+    api::parse_body(&bytes)
+}
+
+async fn waitlist(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let obj = match read_body(&st, body).await {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let text = |name: &str, required: bool| -> Result<String, ApiError> {
+        match obj.get(name) {
+            Some(Value::String(s)) if s.len() <= 1000 && (!required || !s.trim().is_empty()) => Ok(s.trim().to_string()),
+            None | Some(Value::Null) if !required => Ok(String::new()),
+            _ => Err(ApiError::invalid(
+                name,
+                format!(
+                    "'{name}' must be a {}string of at most 1000 bytes.",
+                    if required { "non-empty " } else { "" }
+                ),
+            )),
+        }
+    };
+    let fields = (|| Ok::<_, ApiError>((text("name", true)?, text("email", true)?, text("reason", false)?)))();
+    let (name, email, reason) = match fields {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    if !email.contains('@') {
+        return ApiError::invalid("email", "'email' must be an email address.").into_response();
+    }
+    match st.store.add_waitlist(&name, &email, &reason) {
+        Ok(id) => (
+            StatusCode::CREATED,
+            axum::Json(json!({"object": "waitlist.entry", "id": id, "status": "pending"})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("waitlist insert failed: {e}");
+            ApiError::server("Could not record the waitlist request.").into_response()
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Endpoint {
+    Chat,
+    Completions,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat.completions",
+            Endpoint::Completions => "completions",
+        }
+    }
+}
+
+/// Settles the rate-limit reservation, counts metrics and writes the ledger exactly once,
+/// whenever the request ends: on success, on error, or when its future or stream is dropped
+/// because the client disconnected.
+struct Accounting {
+    state: Arc<AppState>,
+    reservation: Option<Reservation>,
+    key_id: i64,
+    model: String,
+    endpoint: Endpoint,
+    started: Instant,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    status: u16,
+    outcome: &'static str,
+    price: (f64, f64),
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        let used = self.prompt_tokens + self.completion_tokens;
+        if let Some(r) = self.reservation.take() {
+            self.state.limiter.settle(r, used);
+        }
+        let latency = self.started.elapsed();
+        let cost = (self.prompt_tokens as f64 * self.price.0 + self.completion_tokens as f64 * self.price.1) / 1000.0;
+        self.state.metrics.request(self.endpoint.name(), self.status, latency.as_secs_f64());
+        self.state.metrics.tokens(&self.model, self.prompt_tokens, self.completion_tokens);
+        self.state.metrics.in_flight(-1);
+        self.state.ledger.record(LedgerEntry {
+            ts: unix_now() as i64,
+            key_id: self.key_id,
+            model: self.model.clone(),
+            endpoint: self.endpoint.name().to_string(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cost,
+            latency_ms: latency.as_millis() as u64,
+            status: self.status,
+            outcome: self.outcome.to_string(),
+        });
+        tracing::info!(
+            endpoint = self.endpoint.name(),
+            model = %self.model,
+            key = self.key_id,
+            status = self.status,
+            outcome = self.outcome,
+            prompt_tokens = self.prompt_tokens,
+            completion_tokens = self.completion_tokens,
+            latency_ms = latency.as_millis() as u64,
+            "request finished"
+        );
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn request_id(prefix: &str) -> String {
+    let mut rng = rand::rng();
+    let body: String = (0..24)
+        .map(|_| {
+            let v = rng.random_range(0..36u32);
+            char::from_digit(v, 36).unwrap_or('0')
+        })
+        .collect();
+    format!("{prefix}-{body}")
+}
+
+/// A request that passed every check and holds its reservation.
+struct Admitted {
+    endpoint: Endpoint,
+    id: String,
+    snapshot: String,
+    backend: Arc<dyn Backend>,
+    /// One token list per prompt; each yields `n` choices.
+    prompts: Vec<Vec<u32>>,
+    template: GenRequest,
+    n: usize,
+    stream: bool,
+    include_usage: bool,
+    echo: bool,
+    headers: HeaderMap,
+    acct: Accounting,
+}
+
+/// Everything both endpoints share after parsing: resolve, check access and context, reserve.
+#[allow(clippy::too_many_arguments)]
+fn admit(
+    st: &Arc<AppState>,
+    key: &KeyRecord,
+    endpoint: Endpoint,
+    model_name: &str,
+    prompts: Vec<Vec<u32>>,
+    sampling: &Sampling,
+    logprobs: Option<usize>,
+    json_object: bool,
+    prompt_logprobs: bool,
+    image_parts: usize,
+    stream: bool,
+    include_usage: bool,
+    echo: bool,
+    chat_page: bool,
+) -> Result<Admitted, ApiError> {
+    let (snapshot, _) = st
+        .resolve(model_name)
+        .filter(|(snap, alias)| key.may_use(snap, *alias))
+        .ok_or_else(|| ApiError::model_not_found(model_name))?;
+    let entry = &st.models[snapshot];
+    if image_parts > 0 && !entry.backend.accepts_images() {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
+        ));
+    }
+    let vocab = entry.backend.vocab_size() as u64;
+    let mut logit_bias = Vec::with_capacity(sampling.logit_bias.len());
+    for &(id, bias) in &sampling.logit_bias {
+        if id >= vocab {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("Token id {id} in 'logit_bias' is outside the model's vocabulary of {vocab} tokens."),
+            ));
+        }
+        logit_bias.push((id as u32, bias));
+    }
+    let ctx = entry.context_length;
+    let mut max_out = usize::MAX;
+    for p in &prompts {
+        let room = ctx.saturating_sub(p.len());
+        match sampling.max_tokens {
+            Some(m) if p.len() + m > ctx => return Err(ApiError::context_length(ctx, p.len(), Some(m))),
+            Some(m) => max_out = max_out.min(m),
+            None if room == 0 => return Err(ApiError::context_length(ctx, p.len(), None)),
+            None => max_out = max_out.min(room),
+        }
+    }
+    // The chat page's cap counts only messages that passed every other check, so a retry after
+    // a context-length error does not use up the user's allowance.
+    if chat_page {
+        take_page_message(st, key)?;
+    }
+    let n = sampling.n;
+    let choices = (prompts.len() * n) as u64;
+    let prompt_total: u64 = prompts.iter().map(|p| p.len() as u64).sum();
+    let reserve = prompt_total + choices * max_out as u64;
+    let reservation = match st.limiter.admit(key.id, snapshot, reserve) {
+        Ok(r) => r,
+        Err(denied) => {
+            let (kind, err, retry, should_retry, state) = match denied {
+                Denied::Requests { retry_after_s, state } => (
+                    "requests",
+                    ApiError::rate_limited(
+                        "requests",
+                        format!(
+                            "Rate limit reached for {snapshot} on requests per min (RPM): Limit {}, Used {}, Requested 1. Please try again in {}.",
+                            state.limit_requests,
+                            state.limit_requests - state.remaining_requests,
+                            crate::ratelimit::go_duration(retry_after_s)
+                        ),
+                    ),
+                    Some(retry_after_s),
+                    true,
+                    state,
+                ),
+                Denied::Tokens { retry_after_s, requested, state } => (
+                    "tokens",
+                    ApiError::rate_limited(
+                        "tokens",
+                        format!(
+                            "Rate limit reached for {snapshot} on tokens per min (TPM): Limit {}, Used {}, Requested {requested}. Please try again in {}.",
+                            state.limit_tokens,
+                            state.limit_tokens - state.remaining_tokens,
+                            crate::ratelimit::go_duration(retry_after_s)
+                        ),
+                    ),
+                    Some(retry_after_s),
+                    true,
+                    state,
+                ),
+                Denied::TooLarge { requested, state } => (
+                    "tokens",
+                    ApiError::rate_limited(
+                        "tokens",
+                        format!(
+                            "Request too large for {snapshot} on tokens per min (TPM): Limit {}, Requested {requested}. The input or output tokens must be reduced (set max_tokens) in order to run successfully.",
+                            state.limit_tokens
+                        ),
+                    ),
+                    None,
+                    false,
+                    state,
+                ),
+            };
+            st.metrics.rate_limited(kind);
+            let mut headers = state.headers();
+            if let Some(s) = retry {
+                insert(&mut headers, "retry-after", (s.ceil().max(1.0) as u64).to_string());
+                insert(&mut headers, "retry-after-ms", (s * 1000.0).ceil().to_string());
+            }
+            insert(
+                &mut headers,
+                "x-should-retry",
+                if should_retry { "true" } else { "false" }.to_string(),
+            );
+            return Err(err.with_headers(&headers));
+        }
+    };
+    let id = request_id(match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completions => "cmpl",
+    });
+    let mut headers = reservation.state.headers();
+    insert(&mut headers, "x-request-id", id.clone());
+    st.metrics.in_flight(1);
+    let price = (entry.config.prompt_price_per_1k, entry.config.completion_price_per_1k);
+    Ok(Admitted {
+        endpoint,
+        id,
+        snapshot: snapshot.to_string(),
+        backend: entry.backend.clone(),
+        prompts,
+        template: GenRequest {
+            prompt: Vec::new(),
+            max_tokens: max_out,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            stop: sampling.stop.clone(),
+            presence_penalty: sampling.presence_penalty,
+            frequency_penalty: sampling.frequency_penalty,
+            logit_bias,
+            logprobs,
+            json_object,
+            prompt_logprobs,
+        },
+        n,
+        stream,
+        include_usage,
+        echo,
+        headers,
+        acct: Accounting {
+            state: st.clone(),
+            reservation: Some(reservation),
+            key_id: key.id,
+            model: snapshot.to_string(),
+            endpoint,
+            started: Instant::now(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            status: 200,
+            outcome: "client_disconnected",
+            price,
+        },
+    })
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// Accumulated output of one choice.
+#[derive(Default)]
+struct ChoiceState {
+    text: String,
+    tokens: Vec<TokenLogprob>,
+    prompt: Vec<TokenLogprob>,
+    finish: Option<FinishReason>,
+    completion_tokens: usize,
+    prompt_tokens: usize,
+}
+
+fn chat_logprobs(tokens: &[TokenLogprob]) -> Value {
+    let content: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "token": t.text,
+                "logprob": t.logprob.unwrap_or(0.0),
+                "bytes": t.bytes,
+                "top_logprobs": t.top.iter().map(|a| json!({
+                    "token": a.text, "logprob": a.logprob, "bytes": a.bytes,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+/// The legacy completions logprobs object; `offset` is the text offset of the first token.
+fn legacy_logprobs(tokens: &[TokenLogprob], offset: usize, with_top: bool) -> Value {
+    let mut pos = offset;
+    let mut texts = Vec::new();
+    let mut lps = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    for t in tokens {
+        texts.push(json!(t.text));
+        lps.push(t.logprob.map_or(Value::Null, |l| json!(l)));
+        tops.push(if t.logprob.is_none() || !with_top {
+            Value::Null
+        } else {
+            let mut m = Map::new();
+            for a in &t.top {
+                m.entry(a.text.clone()).or_insert(json!(a.logprob));
+            }
+            Value::Object(m)
+        });
+        offsets.push(json!(pos));
+        pos += t.text.len();
+    }
+    json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+fn usage_json(prompt: u64, completion: u64) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// Starts every choice's sequence; events arrive tagged with the choice index.
+fn submit_all(adm: &Admitted) -> Result<mpsc::UnboundedReceiver<(usize, GenEvent)>, ApiError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (p, prompt) in adm.prompts.iter().enumerate() {
+        for j in 0..adm.n {
+            let index = p * adm.n + j;
+            let mut req = adm.template.clone();
+            req.prompt = prompt.clone();
+            // Distinct but reproducible streams for n > 1 under one seed.
+            req.seed = req.seed.map(|s| s.wrapping_add(index as u64));
+            adm.backend
+                .submit(req, index, tx.clone())
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        }
+    }
+    Ok(rx)
+}
+
+fn with_headers(mut resp: Response, headers: &HeaderMap) -> Response {
+    for (k, v) in headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp
+}
+
+async fn run_admitted(mut adm: Admitted) -> Response {
+    let prompt_total: u64 = adm.prompts.iter().map(|p| p.len() as u64).sum();
+    let mut rx = match submit_all(&adm) {
+        Ok(rx) => rx,
+        Err(e) => {
+            adm.acct.status = e.status.as_u16();
+            adm.acct.outcome = "error";
+            return e.with_headers(&adm.headers).into_response();
+        }
+    };
+    if adm.stream {
+        return stream_response(adm, rx, prompt_total);
+    }
+    let total = adm.prompts.len() * adm.n;
+    let mut choices: Vec<ChoiceState> = (0..total).map(|_| ChoiceState::default()).collect();
+    let mut done = 0;
+    let mut first = true;
+    while done < total {
+        let Some((i, ev)) = rx.recv().await else {
+            adm.acct.status = 500;
+            adm.acct.outcome = "error";
+            return ApiError::server("The model's scheduler stopped while generating.")
+                .with_headers(&adm.headers)
+                .into_response();
+        };
+        let c = &mut choices[i];
+        match ev {
+            GenEvent::Prompt(tokens) => c.prompt = tokens,
+            GenEvent::Text { text, tokens } => {
+                if first && !text.is_empty() {
+                    first = false;
+                    adm.acct
+                        .state
+                        .metrics
+                        .first_token(&adm.snapshot, adm.acct.started.elapsed().as_secs_f64());
+                }
+                c.text.push_str(&text);
+                c.tokens.extend(tokens);
+            }
+            GenEvent::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                c.finish = Some(finish);
+                c.prompt_tokens = prompt_tokens;
+                c.completion_tokens = completion_tokens;
+                adm.acct.completion_tokens += completion_tokens as u64;
+                done += 1;
+            }
+            GenEvent::Failed(msg) => {
+                adm.acct.status = 500;
+                adm.acct.outcome = "error";
+                adm.acct.prompt_tokens = prompt_total;
+                return ApiError::server(format!("Generation failed: {msg}"))
+                    .with_headers(&adm.headers)
+                    .into_response();
+            }
+        }
+    }
+    adm.acct.prompt_tokens = prompt_total;
+    adm.acct.outcome = "ok";
+    let created = unix_now();
+    let usage = usage_json(prompt_total, adm.acct.completion_tokens);
+    let with_lp = adm.template.logprobs.is_some();
+    let body = match adm.endpoint {
+        Endpoint::Chat => json!({
+            "id": adm.id, "object": "chat.completion", "created": created, "model": adm.snapshot,
+            "system_fingerprint": null,
+            "choices": choices.iter().enumerate().map(|(i, c)| json!({
+                "index": i,
+                "message": {"role": "assistant", "content": c.text, "refusal": null},
+                "logprobs": if with_lp { chat_logprobs(&c.tokens) } else { Value::Null },
+                "finish_reason": c.finish.map(FinishReason::as_str),
+            })).collect::<Vec<_>>(),
+            "usage": usage,
+        }),
+        Endpoint::Completions => {
+            let prompt_texts: Vec<String> = choices.iter().map(|c| c.prompt.iter().map(|t| t.text.as_str()).collect()).collect();
+            json!({
+                "id": adm.id, "object": "text_completion", "created": created, "model": adm.snapshot,
+                "choices": choices.iter().enumerate().map(|(i, c)| {
+                    let (text, logprobs) = if adm.echo {
+                        let mut all = c.prompt.clone();
+                        all.extend(c.tokens.iter().cloned());
+                        (format!("{}{}", prompt_texts[i], c.text), legacy_logprobs(&all, 0, true))
+                    } else {
+                        (c.text.clone(), legacy_logprobs(&c.tokens, 0, true))
+                    };
+                    json!({
+                        "index": i, "text": text,
+                        "logprobs": if with_lp { logprobs } else { Value::Null },
+                        "finish_reason": c.finish.map(FinishReason::as_str),
+                    })
+                }).collect::<Vec<_>>(),
+                "usage": usage,
+            })
+        }
+    };
+    with_headers(axum::Json(body).into_response(), &adm.headers)
+}
+
+fn sse_json(v: &Value) -> Event {
+    Event::default().data(v.to_string())
+}
+
+fn stream_response(adm: Admitted, rx: mpsc::UnboundedReceiver<(usize, GenEvent)>, prompt_total: u64) -> Response {
+    let headers = adm.headers.clone();
+    let (tx, out) = mpsc::channel::<Event>(64);
+    tokio::spawn(drive_stream(adm, rx, tx, prompt_total));
+    let stream = futures_util::stream::unfold(
+        out,
+        |mut out| async move { out.recv().await.map(|e| (Ok::<_, Infallible>(e), out)) },
+    );
+    with_headers(Sse::new(stream).keep_alive(KeepAlive::default()).into_response(), &headers)
+}
+
+/// Turns backend events into SSE chunks until every choice is done or the client leaves.
+async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize, GenEvent)>, tx: mpsc::Sender<Event>, prompt_total: u64) {
+    let created = unix_now();
+    let total = adm.prompts.len() * adm.n;
+    let chat = adm.endpoint == Endpoint::Chat;
+    let usage_null = adm.include_usage;
+    let chunk = |choices: Value| -> Value {
+        let mut v = if chat {
+            json!({"id": adm.id, "object": "chat.completion.chunk", "created": created,
+                   "model": adm.snapshot, "system_fingerprint": null, "choices": choices})
+        } else {
+            json!({"id": adm.id, "object": "text_completion", "created": created,
+                   "model": adm.snapshot, "choices": choices})
+        };
+        if usage_null {
+            v["usage"] = Value::Null;
+        }
+        v
+    };
+    let with_lp = adm.template.logprobs.is_some();
+    let mut offsets = vec![0usize; total];
+    let mut sends: Vec<Value> = Vec::new();
+    if chat {
+        for i in 0..total {
+            sends.push(chunk(
+                json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+            ));
+        }
+    }
+    let mut done = 0;
+    let mut first = true;
+    loop {
+        for v in sends.drain(..) {
+            if tx.send(sse_json(&v)).await.is_err() {
+                return; // client gone: dropping `adm` cancels generation and records the ledger
+            }
+        }
+        if done == total {
+            break;
+        }
+        let next = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = tx.closed() => return,
+        };
+        let Some((i, ev)) = next else {
+            adm.acct.status = 500;
+            adm.acct.outcome = "error";
+            let err = ApiError::server("The model's scheduler stopped while generating.");
+            let _ = tx.send(sse_json(&err.body())).await;
+            return;
+        };
+        match ev {
+            GenEvent::Prompt(tokens) => {
+                if !chat && adm.echo {
+                    let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
+                    let lp = if with_lp { legacy_logprobs(&tokens, 0, true) } else { Value::Null };
+                    offsets[i] = text.len();
+                    sends.push(chunk(json!([{"index": i, "text": text, "logprobs": lp, "finish_reason": null}])));
+                }
+            }
+            GenEvent::Text { text, tokens } => {
+                if text.is_empty() && tokens.is_empty() {
+                    continue;
+                }
+                if first && !text.is_empty() {
+                    first = false;
+                    adm.acct
+                        .state
+                        .metrics
+                        .first_token(&adm.snapshot, adm.acct.started.elapsed().as_secs_f64());
+                }
+                let choice = if chat {
+                    json!({"index": i, "delta": {"content": text},
+                           "logprobs": if with_lp { chat_logprobs(&tokens) } else { Value::Null },
+                           "finish_reason": null})
+                } else {
+                    let lp = if with_lp {
+                        legacy_logprobs(&tokens, offsets[i], true)
+                    } else {
+                        Value::Null
+                    };
+                    json!({"index": i, "text": text, "logprobs": lp, "finish_reason": null})
+                };
+                offsets[i] += text.len();
+                sends.push(chunk(json!([choice])));
+            }
+            GenEvent::Done {
+                finish, completion_tokens, ..
+            } => {
+                adm.acct.completion_tokens += completion_tokens as u64;
+                done += 1;
+                let choice = if chat {
+                    json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()})
+                } else {
+                    json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish.as_str()})
+                };
+                sends.push(chunk(json!([choice])));
+            }
+            GenEvent::Failed(msg) => {
+                adm.acct.status = 500;
+                adm.acct.outcome = "error";
+                adm.acct.prompt_tokens = prompt_total;
+                let err = ApiError::server(format!("Generation failed: {msg}"));
+                let _ = tx.send(sse_json(&err.body())).await;
+                return;
+            }
+        }
+    }
+    adm.acct.prompt_tokens = prompt_total;
+    if adm.include_usage {
+        let mut v = chunk(json!([]));
+        v["usage"] = usage_json(prompt_total, adm.acct.completion_tokens);
+        if tx.send(sse_json(&v)).await.is_err() {
+            return;
+        }
+    }
+    if tx.send(Event::default().data("[DONE]")).await.is_ok() {
+        adm.acct.outcome = "ok";
+    }
+}
+
+async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match chat_inner(&st, &headers, body, false).await {
+        Ok(adm) => run_admitted(adm).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
+    let key = authenticate(st, headers)?;
+    let obj = read_body(st, body).await?;
+    let req = api::parse_chat(&obj)?;
+    let backend = st
+        .resolve(&req.model)
+        .filter(|(snap, alias)| key.may_use(snap, *alias))
+        .map(|(snap, _)| st.models[snap].backend.clone())
+        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+    let prompt = backend.chat_prompt(&req.messages);
+    admit(
+        st,
+        &key,
+        Endpoint::Chat,
+        &req.model,
+        vec![prompt],
+        &req.sampling,
+        req.logprobs,
+        req.json_object,
+        false,
+        req.image_parts,
+        req.stream,
+        req.include_usage,
+        false,
+        from_page,
+    )
+}
+
+async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let admitted = async {
+        let key = authenticate(&st, &headers)?;
+        let obj = read_body(&st, body).await?;
+        let req = api::parse_completion(&obj)?;
+        let backend = st
+            .resolve(&req.model)
+            .filter(|(snap, alias)| key.may_use(snap, *alias))
+            .map(|(snap, _)| st.models[snap].backend.clone())
+            .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+        let vocab = backend.vocab_size() as u64;
+        let mut prompts = Vec::with_capacity(req.prompts.len());
+        for p in &req.prompts {
+            prompts.push(match p {
+                Prompt::Text(t) => backend.encode(t),
+                Prompt::Tokens(ids) => ids
+                    .iter()
+                    .map(|&id| {
+                        u32::try_from(id).ok().filter(|&i| u64::from(i) < vocab).ok_or_else(|| {
+                            ApiError::invalid(
+                                "prompt",
+                                format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<u32>, _>>()?,
+            });
+        }
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(ApiError::invalid("prompt", "'prompt' must not be empty."));
+        }
+        // Scoring a prompt needs its own logprobs; with max_tokens 0 nothing else is produced.
+        let prompt_logprobs = req.echo && req.logprobs.is_some();
+        admit(
+            &st,
+            &key,
+            Endpoint::Completions,
+            &req.model,
+            prompts,
+            &req.sampling,
+            req.logprobs,
+            false,
+            prompt_logprobs,
+            0,
+            req.stream,
+            req.include_usage,
+            req.echo,
+            false,
+        )
+    }
+    .await;
+    match admitted {
+        Ok(adm) => run_admitted(adm).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The chat page's per-key message cap, checked before anything is generated.
+fn take_page_message(st: &AppState, key: &KeyRecord) -> Result<(), ApiError> {
+    let window = st.chat.window_hours * 3600.0;
+    let now = unix_now() as f64;
+    match st.store.take_chat_message(key.id, now, window, st.chat.messages_per_window) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(oldest)) => {
+            let wait_min = ((oldest + window - now) / 60.0).ceil().max(1.0);
+            Err(ApiError::usage_cap(format!(
+                "You've reached the current usage cap of {} messages every {} hours. You can send another message in {wait_min} minutes.",
+                st.chat.messages_per_window, st.chat.window_hours
+            )))
+        }
+        Err(e) => {
+            tracing::error!("chat cap check failed: {e}");
+            Err(ApiError::server("The usage store is unavailable."))
+        }
+    }
+}
+
+async fn chat_page_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match chat_inner(&st, &headers, body, true).await {
+        Ok(adm) => run_admitted(adm).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat_page_usage(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let key = match authenticate(&st, &headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let window = st.chat.window_hours * 3600.0;
+    match st.store.count_chat_messages(key.id, unix_now() as f64, window) {
+        Ok(used) => axum::Json(json!({
+            "used": used,
+            "cap": st.chat.messages_per_window,
+            "window_hours": st.chat.window_hours,
+            "key_name": key.name,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::error!("chat usage read failed: {e}");
+            ApiError::server("The usage store is unavailable.").into_response()
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting connections, lets open streams
+/// finish, and flushes the ledger.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve)?;
+    state.flush_ledger();
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! The SQLite state file: API keys (hashed), the waitlist, the usage ledger and the chat page's
+//! message log. One file under `$FERROGPT_HOME`, WAL mode so the ledger writer never blocks readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ServeError;
+
+/// Where state lives: `$FERROGPT_HOME/state.sqlite`, default `~/.ferrogpt`.
+pub fn default_state_path() -> PathBuf {
+    let home = std::env::var_os("FERROGPT_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ferrogpt")))
+        .unwrap_or_else(|| PathBuf::from(".ferrogpt"));
+    home.join("state.sqlite")
+}
+
+/// A key as stored: never the secret itself, only its SHA-256 and a display prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: i64,
+    pub name: String,
+    /// `sk-abcd...wxyz`, enough to recognise a key in listings.
+    pub display: String,
+    /// `None` = every model; otherwise the model ids (snapshots or aliases) it may use.
+    pub models: Option<Vec<String>>,
+    pub created: i64,
+    pub revoked: bool,
+}
+
+impl KeyRecord {
+    /// Access is granted per snapshot; naming an alias grants whatever it resolves to.
+    pub fn may_use(&self, snapshot: &str, alias: Option<&str>) -> bool {
+        match &self.models {
+            None => true,
+            Some(list) => list.iter().any(|m| m == snapshot || Some(m.as_str()) == alias),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitlistEntry {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub reason: String,
+    pub created: i64,
+    pub status: String,
+}
+
+/// One finished request, as the ledger records it.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub ts: i64,
+    pub key_id: i64,
+    pub model: String,
+    pub endpoint: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+    pub latency_ms: u64,
+    pub status: u16,
+    /// `ok`, `client_disconnected`, `error`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub key: String,
+    pub model: String,
+    pub day: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+}
+
+pub struct Store {
+    path: String,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    display TEXT NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    models TEXT,
+    created INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS waitlist (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    key_id INTEGER REFERENCES keys(id)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts);
+CREATE TABLE IF NOT EXISTS chat_messages (
+    key_id INTEGER NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chat_messages_key ON chat_messages(key_id, ts);
+";
+
+fn hash_key(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_models(text: Option<String>) -> Option<Vec<String>> {
+    text.map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+}
+
+impl Store {
+    /// Opens (creating if needed) the state file and its tables.
+    pub fn open(path: &Path) -> Result<Self, ServeError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::StateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let shown = path.display().to_string();
+        let wrap = |source| ServeError::Store {
+            path: shown.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(Self {
+            path: shown,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> ServeError {
+        ServeError::Store {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (each call is one
+        // statement or transaction), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a key and returns (record, secret). The secret is shown once and never stored.
+    pub fn create_key(&self, name: &str, models: Option<&[String]>) -> Result<(KeyRecord, String), ServeError> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::rng();
+        let body: String = (0..48).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+        let secret = format!("sk-{body}");
+        let display = format!("sk-{}...{}", &body[..4], &body[44..]);
+        let models_text = models.map(|m| m.join(","));
+        let created = now_secs();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO keys (name, display, hash, models, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, display, &hash_key(&secret)[..], models_text, created],
+        )
+        .map_err(|e| self.err(e))?;
+        let id = conn.last_insert_rowid();
+        Ok((
+            KeyRecord {
+                id,
+                name: name.to_string(),
+                display,
+                models: models.map(|m| m.to_vec()),
+                created,
+                revoked: false,
+            },
+            secret,
+        ))
+    }
+
+    /// Looks a presented secret up by its hash and re-checks the hash in constant time.
+    pub fn authenticate(&self, secret: &str) -> Result<Option<KeyRecord>, ServeError> {
+        let digest = hash_key(secret);
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, name, display, hash, models, created, revoked FROM keys WHERE hash = ?1",
+                params![&digest[..]],
+                |r| {
+                    Ok((
+                        KeyRecord {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                            display: r.get(2)?,
+                            models: parse_models(r.get(4)?),
+                            created: r.get(5)?,
+                            revoked: r.get::<_, i64>(6)? != 0,
+                        },
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(rec, stored)| {
+            let same: bool = stored.as_slice().ct_eq(&digest[..]).into();
+            (same && !rec.revoked).then_some(rec)
+        }))
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRecord>, ServeError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, name, display, models, created, revoked FROM keys ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(KeyRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    display: r.get(2)?,
+                    models: parse_models(r.get(3)?),
+                    created: r.get(4)?,
+                    revoked: r.get::<_, i64>(5)? != 0,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Revokes by numeric id, name or display prefix; returns how many keys were revoked.
+    pub fn revoke_key(&self, which: &str) -> Result<usize, ServeError> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "UPDATE keys SET revoked = 1 WHERE revoked = 0 AND (CAST(id AS TEXT) = ?1 OR name = ?1 OR display = ?1)",
+                params![which],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+
+    pub fn add_waitlist(&self, name: &str, email: &str, reason: &str) -> Result<i64, ServeError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO waitlist (name, email, reason, created) VALUES (?1, ?2, ?3, ?4)",
+            params![name, email, reason, now_secs()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn list_waitlist(&self) -> Result<Vec<WaitlistEntry>, ServeError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, name, email, reason, created, status FROM waitlist ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(WaitlistEntry {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    email: r.get(2)?,
+                    reason: r.get(3)?,
+                    created: r.get(4)?,
+                    status: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Turns a pending waitlist entry into a key named after the applicant.
+    pub fn approve(&self, waitlist_id: i64, models: Option<&[String]>) -> Result<(KeyRecord, String), ServeError> {
+        let entry = {
+            let conn = self.conn();
+            conn.query_row(
+                "SELECT name, email, status FROM waitlist WHERE id = ?1",
+                params![waitlist_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+        };
+        let (name, email, status) = entry.ok_or_else(|| ServeError::NotFound(format!("no waitlist entry with id {waitlist_id}")))?;
+        if status != "pending" {
+            return Err(ServeError::NotFound(format!("waitlist entry {waitlist_id} is already {status}")));
+        }
+        let label = if email.is_empty() { name } else { format!("{name} <{email}>") };
+        let (rec, secret) = self.create_key(&label, models)?;
+        self.conn()
+            .execute(
+                "UPDATE waitlist SET status = 'approved', key_id = ?1 WHERE id = ?2",
+                params![rec.id, waitlist_id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok((rec, secret))
+    }
+
+    pub fn record(&self, e: &LedgerEntry) -> Result<(), ServeError> {
+        self.conn()
+            .execute(
+                "INSERT INTO ledger (ts, key_id, model, endpoint, prompt_tokens, completion_tokens, cost, latency_ms, status, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    e.ts,
+                    e.key_id,
+                    e.model,
+                    e.endpoint,
+                    e.prompt_tokens as i64,
+                    e.completion_tokens as i64,
+                    e.cost,
+                    e.latency_ms as i64,
+                    e.status,
+                    e.outcome
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// All ledger rows, oldest first (used by tests and audits).
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, ServeError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT ts, key_id, model, endpoint, prompt_tokens, completion_tokens, cost, latency_ms, status, outcome FROM ledger ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LedgerEntry {
+                    ts: r.get(0)?,
+                    key_id: r.get(1)?,
+                    model: r.get(2)?,
+                    endpoint: r.get(3)?,
+                    prompt_tokens: r.get::<_, i64>(4)? as u64,
+                    completion_tokens: r.get::<_, i64>(5)? as u64,
+                    cost: r.get(6)?,
+                    latency_ms: r.get::<_, i64>(7)? as u64,
+                    status: r.get(8)?,
+                    outcome: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Usage by key, model and UTC day, newest day first.
+    pub fn usage(&self, since_ts: Option<i64>) -> Result<Vec<UsageRow>, ServeError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT COALESCE(k.name || ' (' || k.display || ')', 'key ' || l.key_id), l.model,
+                        date(l.ts, 'unixepoch') AS day, COUNT(*), SUM(l.prompt_tokens),
+                        SUM(l.completion_tokens), SUM(l.cost)
+                 FROM ledger l LEFT JOIN keys k ON k.id = l.key_id
+                 WHERE l.ts >= ?1
+                 GROUP BY l.key_id, l.model, day
+                 ORDER BY day DESC, 1, 2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![since_ts.unwrap_or(i64::MIN)], |r| {
+                Ok(UsageRow {
+                    key: r.get(0)?,
+                    model: r.get(1)?,
+                    day: r.get(2)?,
+                    requests: r.get::<_, i64>(3)? as u64,
+                    prompt_tokens: r.get::<_, i64>(4)? as u64,
+                    completion_tokens: r.get::<_, i64>(5)? as u64,
+                    cost: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Chat-page messages sent by a key within the window ending at `now`.
+    pub fn count_chat_messages(&self, key_id: i64, now: f64, window_secs: f64) -> Result<u64, ServeError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM chat_messages WHERE key_id = ?1 AND ts > ?2",
+                params![key_id, now - window_secs],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+
+    /// Records a chat-page message if the key is under its cap; returns the count used in the
+    /// window (including this one) or `Err(oldest_ts)` when the cap is reached. Check and insert
+    /// run in one transaction so concurrent sends cannot overshoot the cap.
+    pub fn take_chat_message(&self, key_id: i64, now: f64, window_secs: f64, cap: u64) -> Result<Result<u64, f64>, ServeError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let since = now - window_secs;
+        let (used, oldest): (i64, Option<f64>) = tx
+            .query_row(
+                "SELECT COUNT(*), MIN(ts) FROM chat_messages WHERE key_id = ?1 AND ts > ?2",
+                params![key_id, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        if used as u64 >= cap {
+            return Ok(Err(oldest.unwrap_or(now)));
+        }
+        tx.execute("INSERT INTO chat_messages (key_id, ts) VALUES (?1, ?2)", params![key_id, now])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(Ok(used as u64 + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.sqlite")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn keys_are_hashed_and_revocable() {
+        let (_d, s) = store();
+        let (rec, secret) = s.create_key("alice", None).unwrap();
+        assert!(secret.starts_with("sk-") && secret.len() == 51);
+        assert_eq!(s.authenticate(&secret).unwrap(), Some(rec.clone()));
+        assert_eq!(s.authenticate("sk-wrong").unwrap(), None);
+        // The secret itself is nowhere in the file's key table.
+        let stored: Vec<u8> = s.conn().query_row("SELECT hash FROM keys", [], |r| r.get(0)).unwrap();
+        assert_ne!(stored, secret.as_bytes());
+        assert_eq!(s.revoke_key("alice").unwrap(), 1);
+        assert_eq!(s.authenticate(&secret).unwrap(), None);
+    }
+
+    #[test]
+    fn waitlist_approval_makes_a_restricted_key() {
+        let (_d, s) = store();
+        let id = s.add_waitlist("bob", "bob@example.com", "evals").unwrap();
+        let models = vec!["m-0314".to_string()];
+        let (rec, secret) = s.approve(id, Some(&models)).unwrap();
+        assert!(rec.may_use("m-0314", None));
+        assert!(!rec.may_use("other", Some("o")));
+        assert_eq!(s.authenticate(&secret).unwrap().unwrap().id, rec.id);
+        assert_eq!(s.list_waitlist().unwrap()[0].status, "approved");
+        assert!(s.approve(id, None).is_err());
+    }
+
+    #[test]
+    fn usage_groups_by_key_model_day() {
+        let (_d, s) = store();
+        let (rec, _) = s.create_key("k", None).unwrap();
+        for (ts, model) in [(0, "a"), (10, "a"), (86_400, "a"), (20, "b")] {
+            s.record(&LedgerEntry {
+                ts,
+                key_id: rec.id,
+                model: model.into(),
+                endpoint: "chat".into(),
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cost: 0.5,
+                latency_ms: 1,
+                status: 200,
+                outcome: "ok".into(),
+            })
+            .unwrap();
+        }
+        let rows = s.usage(None).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].day, "1970-01-02");
+        let a = rows.iter().find(|r| r.model == "a" && r.day == "1970-01-01").unwrap();
+        assert_eq!((a.requests, a.prompt_tokens, a.completion_tokens), (2, 20, 10));
+        assert!((a.cost - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn chat_cap_counts_within_window() {
+        let (_d, s) = store();
+        assert_eq!(s.take_chat_message(1, 100.0, 50.0, 2).unwrap(), Ok(1));
+        assert_eq!(s.take_chat_message(1, 110.0, 50.0, 2).unwrap(), Ok(2));
+        assert_eq!(s.take_chat_message(1, 120.0, 50.0, 2).unwrap(), Err(100.0));
+        // Another key has its own budget; the first message leaves the window at t=150.
+        assert_eq!(s.take_chat_message(2, 120.0, 50.0, 2).unwrap(), Ok(1));
+        assert_eq!(s.take_chat_message(1, 151.0, 50.0, 2).unwrap(), Ok(2));
+    }
+}

@@ -1,0 +1,556 @@
+//! `ferrogpt speedrun`: data -> tokenizer -> shards -> pretraining -> samples,
+//! ending in `report.md`.
+//!
+//! The corpus is what any machine has: the system's manual pages when present,
+//! plus the project's synthetic generators, so the run never fails for lack of
+//! data. Everything lands in one folder:
+//!
+//! ```text
+//! DIR/tokenizer.json  DIR/data/ (shards, manifest.json)  DIR/train.toml
+//! DIR/metrics.jsonl   DIR/loss.svg   DIR/checkpoints/   DIR/model/
+//! DIR/report.md       DIR/summary.json
+//! ```
+//! `DIR/train.toml` is the exact training config, so `ferrogpt train --config
+//! DIR/train.toml --resume` continues an interrupted speedrun's training.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrogpt_data::{prepare, sample_texts, Manifest, PrepareConfig, Source, Split, TokenShards};
+use ferrogpt_engine::config::swiglu_hidden;
+use ferrogpt_engine::{AdamWConfig, ModelConfig, Schedule};
+use ferrogpt_infer::{LocalModel, SamplingParams};
+use ferrogpt_tokenizer::{Special, Tokenizer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
+use crate::trainer::{self, human, TrainOptions, TrainSummary};
+use crate::{io_err, TrainError};
+
+/// Size of a speedrun.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// Under two minutes end to end: a pipeline check for tests and CI.
+    Smoke,
+    /// About twenty minutes on two cores: the README's main job.
+    Default,
+    /// An overnight run: the best model this machine makes.
+    Large,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Smoke => "smoke",
+            Preset::Default => "default",
+            Preset::Large => "large",
+        }
+    }
+}
+
+/// The corpus half of a speedrun (also used by tests to build small datasets).
+#[derive(Clone, Debug)]
+pub struct CorpusSpec {
+    /// Include `/usr/share/man` when it exists.
+    pub man_pages: bool,
+    /// `(generator, count)` synthetic sources.
+    pub synthetic: Vec<(String, u64)>,
+    pub vocab_size: usize,
+    /// Bytes of text the tokenizer is trained on.
+    pub tokenizer_bytes: u64,
+    /// Stop preparing after this many bytes of text.
+    pub max_bytes: u64,
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+/// A prepared corpus.
+#[derive(Debug)]
+pub struct Corpus {
+    pub data_dir: PathBuf,
+    pub tokenizer_path: PathBuf,
+    pub manifest: Manifest,
+    pub sources: Vec<Source>,
+}
+
+impl CorpusSpec {
+    pub fn sources(&self) -> Vec<Source> {
+        let mut s = Vec::new();
+        if self.man_pages && Source::man_pages_present() {
+            s.push(Source::man_pages());
+        }
+        for (generator, count) in &self.synthetic {
+            s.push(Source::Synthetic {
+                generator: generator.clone(),
+                count: *count,
+            });
+        }
+        s
+    }
+}
+
+fn spinner(show: bool, msg: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// Trains a tokenizer on a sample of the sources and writes the shards:
+/// `<dir>/tokenizer.json` and `<dir>/data/`.
+pub fn build_corpus(spec: &CorpusSpec, dir: &Path, progress: bool) -> Result<Corpus, TrainError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let sources = spec.sources();
+    let texts = sample_texts(&sources, spec.seed, spec.tokenizer_bytes, progress)?;
+    let pb = spinner(progress, &format!("training a {}-token BPE tokenizer", spec.vocab_size));
+    let tokenizer = Tokenizer::train(texts.into_iter(), spec.vocab_size)?;
+    pb.finish_and_clear();
+    let tokenizer_path = dir.join("tokenizer.json");
+    tokenizer.save(&tokenizer_path)?;
+    let mut cfg = PrepareConfig::new(sources.clone());
+    cfg.max_bytes = Some(spec.max_bytes);
+    cfg.val_fraction = spec.val_fraction;
+    cfg.seed = spec.seed;
+    let data_dir = dir.join("data");
+    let manifest = prepare(&cfg, &tokenizer, &data_dir, progress)?;
+    Ok(Corpus {
+        data_dir,
+        tokenizer_path,
+        manifest,
+        sources,
+    })
+}
+
+/// Everything a preset fixes.
+#[derive(Clone, Debug)]
+pub struct PresetSpec {
+    pub corpus: CorpusSpec,
+    pub model: ModelConfig,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub eval_every: u64,
+    pub eval_tokens: usize,
+    pub checkpoint_every: u64,
+    pub sample_tokens: usize,
+}
+
+fn model(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> ModelConfig {
+    ModelConfig {
+        vocab_size: vocab,
+        d_model: d,
+        n_layers: layers,
+        n_heads: heads,
+        n_kv_heads: heads,
+        ffn_hidden: swiglu_hidden(d),
+        max_seq_len: ctx,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+        tie_embeddings: false,
+    }
+}
+
+fn synthetic(arith: u64, counting: u64) -> Vec<(String, u64)> {
+    vec![("arithmetic".into(), arith), ("counting".into(), counting)]
+}
+
+impl PresetSpec {
+    pub fn of(preset: Preset) -> PresetSpec {
+        const MB: u64 = 1 << 20;
+        match preset {
+            // A few hundred thousand tokens through a ~0.4M-parameter model.
+            Preset::Smoke => PresetSpec {
+                corpus: CorpusSpec {
+                    man_pages: true,
+                    synthetic: synthetic(4_000, 2_000),
+                    vocab_size: 1024,
+                    tokenizer_bytes: MB,
+                    max_bytes: 2 * MB,
+                    val_fraction: 0.02,
+                    seed: 0,
+                },
+                model: model(1024, 64, 2, 4, 128),
+                seq_len: 128,
+                batch_size: 8,
+                grad_accum: 1,
+                steps: 150,
+                lr: 3e-3,
+                eval_every: 50,
+                eval_tokens: 8_192,
+                checkpoint_every: 75,
+                sample_tokens: 48,
+            },
+            // The benchmark's reference shape (vocab 4096, d 256, 4 layers, 4
+            // heads, ctx 256, batch 16) for ~3.3M tokens: 16 minutes at the 3,400
+            // tokens/s PyTorch reaches on two cores, and under half an epoch of
+            // the 24 MB corpus, so validation measures generalisation.
+            Preset::Default => PresetSpec {
+                corpus: CorpusSpec {
+                    man_pages: true,
+                    synthetic: synthetic(60_000, 30_000),
+                    vocab_size: 4096,
+                    tokenizer_bytes: 8 * MB,
+                    max_bytes: 24 * MB,
+                    val_fraction: 0.01,
+                    seed: 0,
+                },
+                model: ModelConfig::reference(),
+                seq_len: 256,
+                batch_size: 16,
+                grad_accum: 1,
+                steps: 800,
+                lr: 2e-3,
+                eval_every: 200,
+                eval_tokens: 32_768,
+                checkpoint_every: 200,
+                sample_tokens: 96,
+            },
+            // About 12M parameters (d 320, 6 layers, ctx 512) for ~49M tokens, two
+            // epochs of every man page: ~10 hours at ~1,300 tokens/s on two cores
+            // (2.5x the reference shape's FLOPs per token, so ~40% of its speed).
+            Preset::Large => PresetSpec {
+                corpus: CorpusSpec {
+                    man_pages: true,
+                    synthetic: synthetic(400_000, 200_000),
+                    vocab_size: 8192,
+                    tokenizer_bytes: 32 * MB,
+                    max_bytes: 512 * MB,
+                    val_fraction: 0.005,
+                    seed: 0,
+                },
+                model: model(8192, 320, 6, 5, 512),
+                seq_len: 512,
+                batch_size: 16,
+                grad_accum: 1,
+                steps: 6_000,
+                lr: 1.5e-3,
+                eval_every: 500,
+                eval_tokens: 131_072,
+                checkpoint_every: 250,
+                sample_tokens: 160,
+            },
+        }
+    }
+
+    /// The training config of this preset, writing into `out`.
+    pub fn train_config(&self, out: &Path, data_dir: &Path, tokenizer: &Path) -> TrainConfig {
+        TrainConfig {
+            out_dir: out.to_path_buf(),
+            model: self.model.clone(),
+            data: DataConfig {
+                dir: data_dir.to_path_buf(),
+                tokenizer: Some(tokenizer.to_path_buf()),
+            },
+            train: Hyper {
+                seq_len: self.seq_len,
+                batch_size: self.batch_size,
+                grad_accum: self.grad_accum,
+                steps: self.steps,
+                lr: self.lr,
+                init_std: 0.02,
+                clip_norm: 1.0,
+                seed: self.corpus.seed,
+            },
+            schedule: Schedule::Wsd {
+                warmup_frac: 0.05,
+                cooldown_frac: 0.3,
+            },
+            optimizer: AdamWConfig::default(),
+            eval: EvalConfig {
+                every: self.eval_every,
+                tokens: self.eval_tokens,
+            },
+            checkpoint: CheckpointConfig {
+                every: self.checkpoint_every,
+                keep: 1,
+            },
+        }
+    }
+}
+
+/// What `speedrun` produced.
+#[derive(Debug)]
+pub struct SpeedrunReport {
+    pub report: PathBuf,
+    pub model_dir: PathBuf,
+    pub summary: TrainSummary,
+    pub unigram_bpb: f64,
+    pub wall_secs: f64,
+}
+
+/// The headline figures of a speedrun as JSON, next to `report.md`.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Prompts the report samples from: a man page opening, prose, and the
+/// synthetic tasks' question format.
+const PROMPTS: &[&str] = &["NAME\n       ls - ", "The file ", "Q: What is 12 + 7?\nA:", "DESCRIPTION\n"];
+
+/// Runs the whole pipeline into `out` (replacing an earlier run there).
+pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunReport, TrainError> {
+    let spec = PresetSpec::of(preset);
+    let t0 = Instant::now();
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    // Absolute paths in `train.toml` keep `ferrogpt train --resume` working from any directory.
+    let out = &out.canonicalize().map_err(io_err(out))?;
+    for stale in ["checkpoints", trainer::MODEL_DIR] {
+        let p = out.join(stale);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(io_err(&p))?;
+        }
+    }
+    let mut stages: Vec<(&str, f64)> = Vec::new();
+
+    let t = Instant::now();
+    let corpus = build_corpus(&spec.corpus, out, progress)?;
+    stages.push(("data + tokenizer + shards", t.elapsed().as_secs_f64()));
+
+    let cfg = spec.train_config(out, &corpus.data_dir, &corpus.tokenizer_path);
+    let cfg_path = out.join("train.toml");
+    std::fs::write(&cfg_path, cfg.to_toml()?).map_err(io_err(&cfg_path))?;
+    let t = Instant::now();
+    let summary = trainer::train(&cfg, &TrainOptions { resume: false, progress })?;
+    stages.push(("pretraining (incl. evaluation, checkpoints)", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let tokenizer = Tokenizer::from_file(&corpus.tokenizer_path)?;
+    let train_shards = TokenShards::open(&corpus.data_dir, Split::Train)?;
+    let val_shards = TokenShards::open(&corpus.data_dir, Split::Val)?;
+    let unigram_bpb = ferrogpt_data::unigram_bits_per_byte(&train_shards, &val_shards, &tokenizer)?;
+    let samples = sample_all(&summary.model_dir, spec.sample_tokens, progress)?;
+    stages.push(("baseline + samples", t.elapsed().as_secs_f64()));
+
+    let wall_secs = t0.elapsed().as_secs_f64();
+    let report = out.join("report.md");
+    let text = render_report(&ReportInput {
+        preset,
+        spec: &spec,
+        corpus: &corpus,
+        summary: &summary,
+        unigram_bpb,
+        samples: &samples,
+        stages: &stages,
+        wall_secs,
+        out,
+    });
+    std::fs::write(&report, text).map_err(io_err(&report))?;
+    // The headline figures in machine-readable form, for scripts and later stages.
+    let figures = serde_json::json!({
+        "preset": preset.name(),
+        "val_bpb": summary.val_bpb,
+        "unigram_bpb": unigram_bpb,
+        "val_loss": summary.val_loss,
+        "final_train_loss": summary.final_loss,
+        "params": summary.params,
+        "non_embedding_params": summary.non_embedding_params,
+        "train_tokens": summary.tokens,
+        "train_flops": summary.train_flops,
+        "train_secs": summary.train_secs,
+        "tokens_per_sec": summary.tokens_per_sec,
+        "mfu": summary.mfu,
+        "sgemm_peak_flops": summary.peak_flops,
+        "wall_secs": wall_secs,
+        "corpus_train_bytes": corpus.manifest.totals.train.bytes,
+        "corpus_train_tokens": corpus.manifest.totals.train.tokens,
+    });
+    let summary_path = out.join(SUMMARY_FILE);
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&figures).unwrap_or_default()).map_err(io_err(&summary_path))?;
+    Ok(SpeedrunReport {
+        report,
+        model_dir: summary.model_dir.clone(),
+        summary,
+        unigram_bpb,
+        wall_secs,
+    })
+}
+
+/// Samples a completion of every prompt from the saved model folder, which
+/// also proves the folder loads the way `ferrogpt generate` loads it.
+fn sample_all(model_dir: &Path, max_tokens: usize, progress: bool) -> Result<Vec<(String, String)>, TrainError> {
+    let model = LocalModel::load(model_dir)?;
+    let pb = if progress {
+        let pb = ProgressBar::new(PROMPTS.len() as u64);
+        pb.set_style(ProgressStyle::with_template("samples {bar:30} {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let params = SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        max_tokens,
+        seed: 0,
+        ..SamplingParams::default()
+    };
+    let mut out = Vec::new();
+    for prompt in PROMPTS {
+        // Training documents start with <|bos|>, so samples do too.
+        let mut ids = vec![model.tokenizer().special_id(Special::Bos)];
+        ids.extend(model.tokenizer().encode(prompt));
+        let completion = model.complete(&ids, &params, &mut |_| {})?;
+        out.push((prompt.to_string(), completion.text));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+struct ReportInput<'a> {
+    preset: Preset,
+    spec: &'a PresetSpec,
+    corpus: &'a Corpus,
+    summary: &'a TrainSummary,
+    unigram_bpb: f64,
+    samples: &'a [(String, String)],
+    stages: &'a [(&'a str, f64)],
+    wall_secs: f64,
+    out: &'a Path,
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 60.0 {
+        format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+fn render_report(r: &ReportInput) -> String {
+    let (s, m, c) = (r.summary, &r.spec.model, &r.corpus.manifest.totals);
+    let mut t = String::new();
+    let _ = writeln!(t, "# ferrogpt speedrun — `{}` preset\n", r.preset.name());
+    let _ = writeln!(
+        t,
+        "Validation: **{:.3} bits per byte**, against **{:.3}** for a unigram model of the training tokens \
+         ({:.0}% lower). Wall time {} on {} threads.\n",
+        s.val_bpb,
+        r.unigram_bpb,
+        100.0 * (1.0 - s.val_bpb / r.unigram_bpb),
+        fmt_secs(r.wall_secs),
+        rayon::current_num_threads()
+    );
+    let _ = writeln!(t, "## Corpus\n");
+    let _ = writeln!(t, "| split | documents | bytes | tokens |\n|---|---:|---:|---:|");
+    for (name, st) in [("train", &c.train), ("val", &c.val)] {
+        let _ = writeln!(
+            t,
+            "| {name} | {} | {} | {} |",
+            st.documents,
+            human(st.bytes as f64),
+            human(st.tokens as f64)
+        );
+    }
+    let _ = writeln!(t, "\nSources:\n");
+    for st in &r.corpus.manifest.sources {
+        let _ = writeln!(
+            t,
+            "- `{}`: {} documents, {} bytes, {} tokens",
+            st.source,
+            st.documents,
+            human(st.bytes as f64),
+            human(st.tokens as f64)
+        );
+    }
+    if !r.corpus.sources.iter().any(|s| matches!(s, Source::ManPages { .. })) {
+        let _ = writeln!(t, "- (no manual pages on this machine: synthetic data only)");
+    }
+    let _ = writeln!(
+        t,
+        "\nByte-level BPE tokenizer, {} tokens ({:.2} bytes/token on train).\n",
+        m.vocab_size,
+        c.train.bytes as f64 / c.train.tokens.max(1) as f64
+    );
+    let _ = writeln!(t, "## Model and training\n");
+    let _ = writeln!(t, "| | |\n|---|---|");
+    let rows = [
+        (
+            "shape",
+            format!(
+                "d_model {}, {} layers, {} heads, SwiGLU {}, context {}, vocab {}",
+                m.d_model, m.n_layers, m.n_heads, m.ffn_hidden, m.max_seq_len, m.vocab_size
+            ),
+        ),
+        (
+            "parameters",
+            format!(
+                "{} ({} non-embedding)",
+                human(s.params as f64),
+                human(s.non_embedding_params as f64)
+            ),
+        ),
+        (
+            "steps x tokens/step",
+            format!("{} x {}", s.steps, r.spec.seq_len * r.spec.batch_size * r.spec.grad_accum),
+        ),
+        ("training tokens", human(s.tokens as f64)),
+        ("training FLOPs", format!("{:.3e}", s.train_flops)),
+        ("training time", fmt_secs(s.train_secs)),
+        ("throughput", format!("{:.0} tokens/s", s.tokens_per_sec)),
+        (
+            "MFU",
+            format!(
+                "{:.1}% of the measured sgemm peak ({:.1} GFLOP/s)",
+                s.mfu * 100.0,
+                s.peak_flops / 1e9
+            ),
+        ),
+        ("final train loss", format!("{:.4} nats/token", s.final_loss)),
+        (
+            "validation loss",
+            format!("{:.4} nats/token, {:.4} bits/byte", s.val_loss, s.val_bpb),
+        ),
+        ("unigram baseline", format!("{:.4} bits/byte", r.unigram_bpb)),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(t, "| {k} | {v} |");
+    }
+    let _ = writeln!(t, "\n## Loss curve\n\n![loss curve]({})\n", trainer::LOSS_CURVE_FILE);
+    let _ = writeln!(
+        t,
+        "## Samples\n\nTemperature 0.8, top-p 0.95, seed 0, from `<|bos|>` + the prompt; each block is prompt + completion.\n"
+    );
+    for (prompt, text) in r.samples {
+        let _ = writeln!(t, "Prompt `{prompt:?}`:\n```text\n{prompt}{text}\n```\n");
+    }
+    let _ = writeln!(t, "## Stages\n\n| stage | time |\n|---|---:|");
+    for (name, secs) in r.stages {
+        let _ = writeln!(t, "| {name} | {} |", fmt_secs(*secs));
+    }
+    let _ = writeln!(
+        t,
+        "\nThe model is in `{}`; try `ferrogpt generate --model {} --prompt \"NAME\"`.",
+        r.summary.model_dir.display(),
+        r.summary.model_dir.display()
+    );
+    let _ = writeln!(t, "Everything else (shards, metrics, checkpoints) is under `{}`.", r.out.display());
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_a_valid_training_run() {
+        for preset in [Preset::Smoke, Preset::Default, Preset::Large] {
+            let spec = PresetSpec::of(preset);
+            let cfg = spec.train_config(Path::new("out"), Path::new("data"), Path::new("tok.json"));
+            cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", preset.name()));
+            assert_eq!(spec.model.vocab_size, spec.corpus.vocab_size, "{}", preset.name());
+            assert_eq!(TrainConfig::from_toml(&cfg.to_toml().unwrap()).unwrap(), cfg);
+        }
+    }
+
+    #[test]
+    fn the_default_preset_is_the_reference_shape() {
+        let spec = PresetSpec::of(Preset::Default);
+        assert_eq!(spec.model, ModelConfig::reference());
+        assert_eq!((spec.seq_len, spec.batch_size), (256, 16));
+    }
+}

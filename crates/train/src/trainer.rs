@@ -1,0 +1,379 @@
+//! The pretraining loop.
+//!
+//! One optimizer step = `grad_accum` micro-batches of `batch_size × seq_len`
+//! tokens through `forward_backward`, global-norm clipping, a scheduled
+//! learning rate and an AdamW update. Everything that decides the next step's
+//! numbers (weights, AdamW moments and step, the loader's cursor, the RNG) is
+//! in the checkpoint, and nothing else feeds the computation, so a resumed run
+//! reproduces the uninterrupted one bit for bit on the same thread count.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ferrogpt_data::{Batch, BatchLoader, LoaderState, Split, TokenShards};
+use ferrogpt_engine::rng::Rng;
+use ferrogpt_engine::{optim, Activations, AdamW, AttnMask, Input, Model, IGNORE};
+use ferrogpt_tokenizer::Tokenizer;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::config::TrainConfig;
+use crate::metrics::{self, MetricsLog, Record};
+use crate::peak::sgemm_peak_flops;
+use crate::{io_err, TrainError};
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const LOSS_CURVE_FILE: &str = "loss.svg";
+pub const MODEL_DIR: &str = "model";
+
+/// How to run, beyond the config.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Continue from the newest checkpoint in `out_dir` (a fresh start if there is none).
+    pub resume: bool,
+    /// Draw an indicatif progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: u64,
+    /// Step the run started from (0, or the checkpoint's step when resumed).
+    pub resumed_from: u64,
+    pub params: usize,
+    pub non_embedding_params: usize,
+    pub tokens: u64,
+    /// Model FLOPs of the whole run (`train_flops_per_token × tokens`).
+    pub train_flops: f64,
+    /// Seconds inside training steps (evaluation and checkpoints excluded), this
+    /// process and the runs it resumed together.
+    pub train_secs: f64,
+    /// Tokens per second of the steps this process ran.
+    pub tokens_per_sec: f64,
+    /// Fraction of the measured sgemm peak (see [`crate::peak`]).
+    pub mfu: f64,
+    pub peak_flops: f64,
+    pub final_loss: f64,
+    pub val_loss: f64,
+    pub val_bpb: f64,
+    pub model_dir: PathBuf,
+    pub metrics: PathBuf,
+    pub loss_curve: PathBuf,
+}
+
+/// Validation figures.
+#[derive(Clone, Copy, Debug)]
+pub struct ValResult {
+    /// Mean nats per target token.
+    pub loss: f64,
+    pub bits_per_byte: f64,
+    pub tokens: usize,
+}
+
+/// Mean loss and bits per byte over the first `max_tokens` targets of `val`
+/// (whole `seq_len` windows, in order), using `acts`' batch shape. A short last
+/// batch is padded with ignored targets.
+pub fn evaluate(
+    model: &Model<f32>,
+    acts: &mut Activations<f32>,
+    val: &TokenShards,
+    tokenizer: &Tokenizer,
+    max_tokens: usize,
+) -> Result<ValResult, TrainError> {
+    let (rows, seq) = (acts.batch, acts.seq);
+    let mask = AttnMask::causal(seq);
+    let max_windows = max_tokens.div_ceil(seq).max(1);
+    let mut inputs = vec![0u32; rows * seq];
+    let mut targets = vec![IGNORE; rows * seq];
+    let (mut nats, mut bytes, mut count, mut windows) = (0.0f64, 0u64, 0usize, 0usize);
+    for batch in val.sequential_batches(rows, seq)? {
+        if windows >= max_windows {
+            break;
+        }
+        let take = batch.rows.min(max_windows - windows);
+        let n = take * seq;
+        inputs[..n].copy_from_slice(&batch.inputs[..n]);
+        inputs[n..].fill(0);
+        targets[..n].copy_from_slice(&batch.targets[..n]);
+        targets[n..].fill(IGNORE);
+        model.forward_loss(acts, Input::Tokens(&inputs), &targets, &mask)?;
+        nats += acts.row_loss[..n].iter().map(|&l| l as f64).sum::<f64>();
+        bytes += targets[..n].iter().map(|&t| tokenizer.token_byte_len(t) as u64).sum::<u64>();
+        count += n;
+        windows += take;
+    }
+    let bits_per_byte = if bytes == 0 {
+        f64::NAN
+    } else {
+        nats / std::f64::consts::LN_2 / bytes as f64
+    };
+    Ok(ValResult {
+        loss: nats / count.max(1) as f64,
+        bits_per_byte,
+        tokens: count,
+    })
+}
+
+fn config_mismatch(saved: &TrainConfig, now: &TrainConfig) -> Option<&'static str> {
+    if saved.model != now.model {
+        Some("model")
+    } else if saved.train != now.train {
+        Some("train")
+    } else if saved.schedule != now.schedule {
+        Some("schedule")
+    } else if saved.optimizer != now.optimizer {
+        Some("optimizer")
+    } else {
+        None
+    }
+}
+
+fn progress_bar(show: bool, steps: u64, start: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(steps);
+    pb.set_style(
+        ProgressStyle::with_template("train {bar:30.cyan/blue} step {pos}/{len} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_position(start);
+    pb
+}
+
+/// Runs (or resumes) the training described by `cfg`.
+pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    cfg.validate()?;
+    let out = cfg.out_dir.as_path();
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+
+    let tok_path = cfg.data.tokenizer_path();
+    let tokenizer = Tokenizer::from_file(&tok_path)?;
+    let tokenizer_json = std::fs::read(&tok_path).map_err(io_err(&tok_path))?;
+    if tokenizer.vocab_size() != cfg.model.vocab_size {
+        return Err(TrainError::Config {
+            key: "model.vocab_size".into(),
+            why: format!(
+                "{} differs from the tokenizer's {} ({})",
+                cfg.model.vocab_size,
+                tokenizer.vocab_size(),
+                tok_path.display()
+            ),
+        });
+    }
+    let train_shards = TokenShards::open(&cfg.data.dir, Split::Train)?;
+    train_shards.check_tokenizer(&tokenizer)?;
+    let val_shards = TokenShards::open(&cfg.data.dir, Split::Val)?;
+    if val_shards.windows(cfg.train.seq_len) == 0 {
+        return Err(TrainError::Data(ferrogpt_data::DataError::NotEnoughTokens {
+            dir: cfg.data.dir.clone(),
+            split: Split::Val,
+            tokens: val_shards.len(),
+            needed: cfg.train.seq_len + 1,
+        }));
+    }
+
+    let t = &cfg.train;
+    let resume_from = if opts.resume {
+        checkpoint::latest_checkpoint(out)?
+    } else {
+        if let Some(existing) = checkpoint::latest_checkpoint(out)? {
+            return Err(TrainError::Config {
+                key: "out_dir".into(),
+                why: format!(
+                    "{} already holds checkpoint {}; pass --resume to continue it or choose another out_dir",
+                    out.display(),
+                    existing.display()
+                ),
+            });
+        }
+        None
+    };
+
+    // The run's own RNG: it seeds the data order, and its state rides in every
+    // checkpoint so stochastic additions to the loop stay resumable.
+    let mut rng = Rng::new(t.seed);
+    let loader_seed = rng.next_u64();
+    let mut loader = BatchLoader::new(train_shards, t.batch_size, t.seq_len, loader_seed)?;
+    let mut model: Model<f32>;
+    let mut opt: AdamW;
+    let mut state: TrainState;
+    match &resume_from {
+        Some(dir) => {
+            let ck = Checkpoint::load(dir)?;
+            if let Some(section) = config_mismatch(&ck.state.config, cfg) {
+                return Err(TrainError::Config {
+                    key: section.into(),
+                    why: format!(
+                        "differs from the config saved in checkpoint {}; resuming needs the same [{section}]",
+                        dir.display()
+                    ),
+                });
+            }
+            model = Model::from_params(cfg.model.clone(), ck.params)?;
+            opt = AdamW::new(cfg.optimizer.clone(), &model.layout);
+            opt.m = ck.m;
+            opt.v = ck.v;
+            opt.step = ck.state.optimizer_step;
+            let ls: LoaderState = serde_json::from_value(ck.state.loader.clone()).map_err(|e| TrainError::Checkpoint {
+                dir: dir.clone(),
+                file: checkpoint::STATE_FILE.into(),
+                why: format!("`loader` is not a data-loader state ({e})"),
+            })?;
+            loader.restore(&ls)?;
+            rng = ck.state.rng.clone();
+            state = ck.state;
+            state.config = cfg.clone();
+            tracing::info!("resuming from {} at step {}", dir.display(), state.step);
+        }
+        None => {
+            model = Model::new(cfg.model.clone(), t.init_std, t.seed)?;
+            opt = AdamW::new(cfg.optimizer.clone(), &model.layout);
+            let ls = serde_json::to_value(loader.state()).unwrap_or_default();
+            state = TrainState::new(cfg.clone(), ls, rng.clone());
+        }
+    }
+    model.enable_grads();
+    let start_step = state.step;
+    let metrics_path = out.join(METRICS_FILE);
+    let mut log = MetricsLog::open(&metrics_path, resume_from.as_ref().map(|_| start_step))?;
+
+    let mut acts = Activations::new(&cfg.model, t.batch_size, t.seq_len)?;
+    let mask = AttnMask::causal(t.seq_len);
+    let mut batch = Batch::default();
+    let flops_per_token = cfg.model.train_flops_per_token(t.seq_len);
+    let peak = sgemm_peak_flops();
+    let tokens_per_step = cfg.tokens_per_step() as u64;
+    let pb = progress_bar(opts.progress, t.steps, start_step);
+
+    let (mut run_secs, mut run_tokens) = (0.0f64, 0u64);
+    let mut last_loss = f64::NAN;
+    let mut last_val: Option<ValResult> = None;
+    let grad_scale = 1.0 / t.grad_accum as f64;
+    for step in start_step + 1..=t.steps {
+        let t0 = Instant::now();
+        model.zero_grad();
+        let mut loss = 0.0;
+        for _ in 0..t.grad_accum {
+            loader.next_into(&mut batch);
+            loss += model.forward_backward(&mut acts, Input::Tokens(&batch.inputs), &batch.targets, &mask, grad_scale)?;
+        }
+        loss /= t.grad_accum as f64;
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged { step, loss });
+        }
+        let grad_norm = optim::clip_grad_norm(&mut model.grads, t.clip_norm);
+        let lr = cfg.schedule.lr(t.lr, step - 1, t.steps);
+        opt.update(&mut model.params, &model.grads, lr);
+        let secs = t0.elapsed().as_secs_f64();
+        run_secs += secs;
+        run_tokens += tokens_per_step;
+        state.step = step;
+        state.tokens_seen += tokens_per_step;
+        state.optimizer_step = opt.step;
+        state.elapsed_secs += secs;
+        last_loss = loss;
+
+        let tps = run_tokens as f64 / run_secs.max(1e-9);
+        let mfu = tps * flops_per_token / peak;
+        log.write(&Record {
+            step,
+            loss: Some(loss),
+            lr: Some(lr),
+            grad_norm: Some(grad_norm),
+            tokens: Some(state.tokens_seen),
+            tokens_per_sec: Some(tps),
+            mfu: Some(mfu),
+            ..Record::default()
+        })?;
+        pb.set_message(format!("loss {loss:.4} | {tps:.0} tok/s | MFU {:.1}%", mfu * 100.0));
+        pb.set_position(step);
+
+        let eval_due = (cfg.eval.every > 0 && step % cfg.eval.every == 0) || step == t.steps;
+        if eval_due {
+            let v = evaluate(&model, &mut acts, &val_shards, &tokenizer, cfg.eval.tokens)?;
+            log.write(&Record {
+                step,
+                val_loss: Some(v.loss),
+                val_bpb: Some(v.bits_per_byte),
+                ..Record::default()
+            })?;
+            pb.println(format!(
+                "step {step}: val loss {:.4} nats/token, {:.4} bits/byte ({} tokens)",
+                v.loss, v.bits_per_byte, v.tokens
+            ));
+            last_val = Some(v);
+        }
+        if cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0 {
+            state.loader = serde_json::to_value(loader.state()).unwrap_or_default();
+            state.rng = rng.clone();
+            let dir = checkpoint::checkpoints_dir(out).join(checkpoint::checkpoint_name(step));
+            checkpoint::save_checkpoint(&dir, &model.params, &opt.m, &opt.v, &state, &tokenizer_json)?;
+            checkpoint::prune_checkpoints(out, cfg.checkpoint.keep)?;
+        }
+    }
+    pb.finish_and_clear();
+
+    // A run resumed after its last step still reports validation figures.
+    let val = match last_val {
+        Some(v) => v,
+        None => evaluate(&model, &mut acts, &val_shards, &tokenizer, cfg.eval.tokens)?,
+    };
+    let model_dir = out.join(MODEL_DIR);
+    checkpoint::save_model_folder(&model_dir, &cfg.model, &model.params, &tokenizer_json)?;
+    let records = metrics::read_records(&metrics_path)?;
+    if last_loss.is_nan() {
+        last_loss = records.iter().rev().find_map(|r| r.loss).unwrap_or(f64::NAN);
+    }
+    let loss_curve = out.join(LOSS_CURVE_FILE);
+    if records.iter().any(|r| r.loss.is_some()) {
+        let title = format!(
+            "{} params, {} steps x {} tokens",
+            human(model.num_params() as f64),
+            t.steps,
+            tokens_per_step
+        );
+        metrics::plot_loss_curve(&records, &loss_curve, &title)?;
+    }
+    let tokens_per_sec = if run_secs > 0.0 {
+        run_tokens as f64 / run_secs
+    } else {
+        state.tokens_seen as f64 / state.elapsed_secs.max(1e-9)
+    };
+    Ok(TrainSummary {
+        steps: t.steps,
+        resumed_from: start_step,
+        params: model.num_params(),
+        non_embedding_params: cfg.model.non_embedding_params(),
+        tokens: state.tokens_seen,
+        train_flops: flops_per_token * state.tokens_seen as f64,
+        train_secs: state.elapsed_secs,
+        tokens_per_sec,
+        mfu: tokens_per_sec * flops_per_token / peak,
+        peak_flops: peak,
+        final_loss: last_loss,
+        val_loss: val.loss,
+        val_bpb: val.bits_per_byte,
+        model_dir,
+        metrics: metrics_path,
+        loss_curve,
+    })
+}
+
+/// `1234567` -> `1.23M`.
+pub fn human(x: f64) -> String {
+    let (v, unit) = if x >= 1e12 {
+        (x / 1e12, "T")
+    } else if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    format!("{v:.2}{unit}")
+}
