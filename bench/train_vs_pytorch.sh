@@ -16,7 +16,7 @@ if ! python3 -c "import torch" 2>/dev/null; then
   python3 -m pip install --quiet torch
 fi
 cargo build --release --quiet -p ferrogpt
-BIN=target/release/ferrogpt
+BIN=${CARGO_TARGET_DIR:-target}/release/ferrogpt
 export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 
 ours_train=$($BIN --threads "$THREADS" bench train --steps "$STEPS" --json)

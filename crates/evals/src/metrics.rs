@@ -29,6 +29,10 @@ pub fn bootstrap_std(vals: &[f64], seed: u64) -> f64 {
     if half == 0 {
         return f64::NAN;
     }
+    // Every subsample of constant data has the same mean: skip the 1000 draws.
+    if vals.iter().all(|v| *v == vals[0]) {
+        return 0.0;
+    }
     let mut rng = PyRandom::new(u128::from(seed));
     let mut pool: Vec<f64> = vals.to_vec();
     let means: Vec<f64> = (0..1000)
@@ -48,6 +52,9 @@ pub fn bootstrap_std(vals: &[f64], seed: u64) -> f64 {
 pub fn bootstrap_ci95(vals: &[f64], seed: u64) -> Option<[f64; 2]> {
     if vals.is_empty() {
         return None;
+    }
+    if vals.iter().all(|v| *v == vals[0]) {
+        return Some([vals[0], vals[0]]);
     }
     let mut rng = PyRandom::new(u128::from(seed) ^ 0x5eed_c195);
     let n = vals.len();
