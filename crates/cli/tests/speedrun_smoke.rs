@@ -1,5 +1,5 @@
 //! The smoke speedrun end to end: report, figures, and a model folder that
-//! inference loads.
+//! inference loads and `ferrogpt eval local:PATH` evaluates.
 
 use std::process::Command;
 
@@ -24,4 +24,31 @@ fn smoke_speedrun_writes_a_report_and_a_loadable_model() {
     assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().starts_with("<svg"));
     let model = ferrogpt_infer::LocalModel::load(&out.join("model")).unwrap();
     assert_eq!(model.config().vocab_size, model.tokenizer().vocab_size());
+
+    // The trained folder as an eval completion function: every sample sampled
+    // by the local model and scored, the final report last.
+    let log = tmp.path().join("eval.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_ferrogpt"))
+        .arg("eval")
+        .arg(format!("local:{}", out.join("model").display()))
+        .args(["arithmetic", "--max_samples", "3", "--record_path"])
+        .arg(&log)
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sampled = lines.iter().filter(|l| l["type"] == "sampling").count();
+    assert_eq!(sampled, 3, "one sampling event per sample");
+    let report = &lines.last().unwrap()["final_report"];
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert!(
+        report["usage_completion_tokens"].as_u64().unwrap() > 0,
+        "the local model generated tokens"
+    );
 }
