@@ -41,6 +41,13 @@ pub trait Float:
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
     }
+    /// `B` dot products of equal-length rows with `x`, the inner loop of
+    /// decoding's matrix-vector products. Each row's result depends only on
+    /// that row and `x`, never on `B` or the row's neighbours.
+    #[inline(always)]
+    fn dot_block<const B: usize>(rows: &[&[Self]; B], x: &[Self]) -> [Self; B] {
+        crate::matmul::dot_block_portable(rows, x)
+    }
 }
 
 impl Float for f32 {
@@ -72,6 +79,11 @@ impl Float for f32 {
     fn sqrt(self) -> Self {
         f32::sqrt(self)
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    #[inline(always)]
+    fn dot_block<const B: usize>(rows: &[&[Self]; B], x: &[Self]) -> [Self; B] {
+        dot_block_avx512(rows, x)
+    }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
         if self > other {
@@ -79,6 +91,35 @@ impl Float for f32 {
         } else {
             other
         }
+    }
+}
+
+/// [`Float::dot_block`] with one 16-lane register per row: LLVM's
+/// auto-vectoriser turns the portable version into 128-bit shuffles.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+fn dot_block_avx512<const B: usize>(rows: &[&[f32]; B], x: &[f32]) -> [f32; B] {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    let n = x.len();
+    assert!(rows.iter().all(|r| r.len() >= n));
+    let full = n / LANES * LANES;
+    // SAFETY: avx512f is enabled at compile time (cfg above), and every load
+    // reads LANES elements at c < full <= n, within x and each row.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); B];
+        let mut c = 0;
+        while c < full {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(c));
+            for j in 0..B {
+                acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[j].as_ptr().add(c)), xv, acc[j]);
+            }
+            c += LANES;
+        }
+        std::array::from_fn(|j| {
+            let s = _mm512_reduce_add_ps(acc[j]);
+            (full..n).fold(s, |s, k| rows[j][k].mul_add(x[k], s))
+        })
     }
 }
 

@@ -10,7 +10,7 @@
 use crate::float::Float;
 use crate::kernels::norm::rmsnorm_rows;
 use crate::kernels::swiglu::swiglu_rows;
-use crate::matmul::{axpy, dot, linear_forward, SyncPtr};
+use crate::matmul::{axpy, dot, linear_forward, SyncPtr, SMALL_ROWS};
 use crate::model::Model;
 use crate::EngineError;
 use rayon::prelude::*;
@@ -29,18 +29,19 @@ pub struct KvCache<T = f32> {
     scratch: Scratch<T>,
 }
 
+/// Buffers of one call, kept between calls so decoding does not allocate.
 #[derive(Default)]
-struct Scratch<T> {
-    x: Vec<T>,
-    xn: Vec<T>,
-    qkv: Vec<T>,
-    o: Vec<T>,
-    gu: Vec<T>,
-    h: Vec<T>,
-    scores: Vec<T>,
-    rows_slot: Vec<usize>,
-    rows_pos: Vec<usize>,
-    out_rows: Vec<usize>,
+pub(crate) struct Scratch<T> {
+    pub(crate) x: Vec<T>,
+    pub(crate) xn: Vec<T>,
+    pub(crate) qkv: Vec<T>,
+    pub(crate) o: Vec<T>,
+    pub(crate) gu: Vec<T>,
+    pub(crate) h: Vec<T>,
+    pub(crate) scores: Vec<T>,
+    pub(crate) rows_slot: Vec<usize>,
+    pub(crate) rows_pos: Vec<usize>,
+    pub(crate) out_rows: Vec<usize>,
     sel: Vec<T>,
 }
 
@@ -72,19 +73,7 @@ impl<T: Float> KvCache<T> {
             k: vec![T::ZERO; size],
             v: vec![T::ZERO; size],
             lens: vec![0; slots],
-            scratch: Scratch {
-                x: Vec::new(),
-                xn: Vec::new(),
-                qkv: Vec::new(),
-                o: Vec::new(),
-                gu: Vec::new(),
-                h: Vec::new(),
-                scores: Vec::new(),
-                rows_slot: Vec::new(),
-                rows_pos: Vec::new(),
-                out_rows: Vec::new(),
-                sel: Vec::new(),
-            },
+            scratch: Scratch::default(),
         }
     }
 
@@ -110,13 +99,24 @@ impl<T: Float> KvCache<T> {
         self.lens[slot] = self.lens[slot].min(len);
     }
 
+    pub(crate) fn n_kv_heads(&self) -> usize {
+        self.n_kv_heads
+    }
+    pub(crate) fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+    pub(crate) fn kv_mut(&mut self) -> (&mut [T], &mut [T]) {
+        (&mut self.k, &mut self.v)
+    }
+
+    /// Offset of `(layer, slot, kv_head)`'s keys (and values) in `k` (`v`).
     #[inline]
     fn base(&self, layer: usize, slot: usize, kvh: usize) -> usize {
         ((layer * self.slots + slot) * self.n_kv_heads + kvh) * self.max_len * self.head_dim
     }
 }
 
-fn grow<T: Float>(v: &mut Vec<T>, len: usize) {
+pub(crate) fn grow<T: Float>(v: &mut Vec<T>, len: usize) {
     if v.len() < len {
         v.resize(len, T::ZERO);
     }
@@ -201,6 +201,15 @@ impl<T: Float> Model<T> {
             r += c.tokens.len();
         }
 
+        if n <= SMALL_ROWS {
+            logits.resize(sc.out_rows.len() * cfg.vocab_size, T::ZERO);
+            self.decode_step(cache, &mut sc, n, logits);
+            for c in chunks {
+                cache.lens[c.slot] += c.tokens.len();
+            }
+            cache.scratch = sc;
+            return Ok(());
+        }
         for (l, lo) in self.layout.layers.iter().enumerate() {
             rmsnorm_rows(&mut sc.xn[..n * d], &sc.x[..n * d], &p[lo.input_norm..lo.input_norm + d], d, eps);
             linear_forward(&mut sc.qkv[..n * qd], &sc.xn[..n * d], &p[lo.qkv..lo.qkv + qd * d], n, d, qd, false);
@@ -293,17 +302,8 @@ impl<T: Float> Model<T> {
                     std::slice::from_raw_parts_mut(o_ptr.get().add(r * nh * hd + h * hd), hd),
                 )
             };
-            let mut m = T::NEG_INFINITY;
-            for (j, sj) in s.iter_mut().enumerate() {
-                *sj = dot(q, &cache.k[base + j * hd..base + (j + 1) * hd]) * scale;
-                m = m.max(*sj);
-            }
-            let z = crate::float::exp_shifted_sum(s, m);
-            out.fill(T::ZERO);
-            let inv = T::ONE / z;
-            for (j, &sj) in s.iter().enumerate() {
-                axpy(out, sj * inv, &cache.v[base + j * hd..base + (j + 1) * hd]);
-            }
+            let len = (pos + 1) * hd;
+            attend(q, &cache.k[base..base + len], &cache.v[base..base + len], hd, scale, s, out);
         };
         // Parallelism pays only when there is real work (prefill, big batches);
         // a single decode token's attention is a few microseconds.
@@ -313,5 +313,21 @@ impl<T: Float> Model<T> {
         } else {
             (0..tasks).for_each(run);
         }
+    }
+}
+
+/// One query head against `keys`/`values` (`scores.len()` positions of `hd`
+/// each): `out = softmax(q·Kᵀ·scale) · V`, with `scores` as scratch.
+pub(crate) fn attend<T: Float>(q: &[T], keys: &[T], values: &[T], hd: usize, scale: T, scores: &mut [T], out: &mut [T]) {
+    let mut m = T::NEG_INFINITY;
+    for (sj, k) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
+        *sj = dot(q, k) * scale;
+        m = m.max(*sj);
+    }
+    let z = crate::float::exp_shifted_sum(scores, m);
+    out.fill(T::ZERO);
+    let inv = T::ONE / z;
+    for (&sj, v) in scores.iter().zip(values.chunks_exact(hd)) {
+        axpy(out, sj * inv, v);
     }
 }

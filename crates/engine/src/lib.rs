@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod config;
+mod decode;
 pub mod float;
 pub mod io;
 pub mod kernels;

@@ -200,23 +200,13 @@ const OUT_CHUNK: usize = 64;
 
 fn small_rows_linear<T: Float>(y: &mut [T], x: &[T], w: &[T], rows: usize, d_in: usize, d_out: usize, accumulate: bool) {
     use rayon::prelude::*;
-    count(rows, d_out, d_in);
     let y_ptr = SyncPtr(y.as_mut_ptr());
     let chunks = d_out.div_ceil(OUT_CHUNK);
     let run = |chunk: usize| {
         let start = chunk * OUT_CHUNK;
         let end = (start + OUT_CHUNK).min(d_out);
-        for o in start..end {
-            let w_row = &w[o * d_in..(o + 1) * d_in];
-            for r in 0..rows {
-                let v = dot(w_row, &x[r * d_in..(r + 1) * d_in]);
-                // SAFETY: each (r, o) is written by exactly one task.
-                unsafe {
-                    let dst = y_ptr.get().add(r * d_out + o);
-                    *dst = if accumulate { *dst + v } else { v };
-                }
-            }
-        }
+        // SAFETY: the caller's assert bounds y, x and w; chunks are disjoint.
+        unsafe { matvec_rows(y_ptr.get(), d_out, x, w, rows, d_in, start..end, accumulate) };
     };
     if chunks > 1 && rayon::current_num_threads() > 1 {
         (0..chunks).into_par_iter().for_each(run);
@@ -225,36 +215,88 @@ fn small_rows_linear<T: Float>(y: &mut [T], x: &[T], w: &[T], rows: usize, d_in:
     }
 }
 
-/// Dot product in 64 independent lanes (four 16-wide vectors): a single
-/// accumulator, or even one vector of them, would serialise on the add
-/// latency, and decoding is a long chain of these. Fixed-size array chunks
-/// (`as_chunks`) let the compiler drop bounds checks and vectorise.
+/// Lanes of one accumulator in [`matvec_rows`]: one AVX-512 register of f32.
+const LANES: usize = 16;
+/// Output features computed together in [`matvec_rows`]: eight independent
+/// accumulators hide the FMA latency and share each load of `x`.
+const OUT_BLOCK: usize = 8;
+
+/// `y[r·ldy + o] (+)= x[r, :] · w[o, :]` for `o` in `outs` and `r < rows`, on
+/// the calling thread — the matrix-vector products of decoding, where the
+/// weights stream once from cache and nothing is packed.
+///
+/// Every output is computed the same way (16 lanes over the input in order,
+/// then a fixed reduction) whichever block or range it falls in, so results
+/// do not depend on how callers split `outs` between threads.
+///
+/// # Safety
+/// `y` must address `rows` rows of stride `ldy` covering the columns in `outs`,
+/// written by no one else during the call; `x` holds `rows·d_in` and `w` at
+/// least `outs.end·d_in` elements.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matvec_rows<T: Float>(
+    y: *mut T,
+    ldy: usize,
+    x: &[T],
+    w: &[T],
+    rows: usize,
+    d_in: usize,
+    outs: std::ops::Range<usize>,
+    accumulate: bool,
+) {
+    count(rows, outs.len(), d_in);
+    let store = |r: usize, o: usize, v: T| {
+        let dst = y.add(r * ldy + o);
+        *dst = if accumulate { *dst + v } else { v };
+    };
+    let mut o = outs.start;
+    while o + OUT_BLOCK <= outs.end {
+        let block: [&[T]; OUT_BLOCK] = std::array::from_fn(|j| &w[(o + j) * d_in..(o + j + 1) * d_in]);
+        for r in 0..rows {
+            let sums = T::dot_block(&block, &x[r * d_in..(r + 1) * d_in]);
+            for (j, &v) in sums.iter().enumerate() {
+                store(r, o + j, v);
+            }
+        }
+        o += OUT_BLOCK;
+    }
+    while o < outs.end {
+        let row = [&w[o * d_in..(o + 1) * d_in]];
+        for r in 0..rows {
+            store(r, o, T::dot_block(&row, &x[r * d_in..(r + 1) * d_in])[0]);
+        }
+        o += 1;
+    }
+}
+
+/// `B` dot products of equal-length rows with one vector `x`: 16 lanes per
+/// row over the input in order, a fixed reduction, then the tail — the
+/// portable version of what [`Float::dot_block`] does with explicit SIMD.
+#[inline(always)]
+pub(crate) fn dot_block_portable<T: Float, const B: usize>(rows: &[&[T]; B], x: &[T]) -> [T; B] {
+    let n = x.len();
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let full = xc.len() * LANES;
+    let mut acc = [[T::ZERO; LANES]; B];
+    for j in 0..B {
+        let (rc, _) = rows[j][..n].as_chunks::<LANES>();
+        for (wv, xv) in rc.iter().zip(xc) {
+            for i in 0..LANES {
+                acc[j][i] = wv[i].mul_add(xv[i], acc[j][i]);
+            }
+        }
+    }
+    std::array::from_fn(|j| {
+        let s = acc[j].iter().fold(T::ZERO, |s, &v| s + v);
+        xt.iter().enumerate().fold(s, |s, (k, &xv)| rows[j][full + k].mul_add(xv, s))
+    })
+}
+
+/// Dot product of the common prefix of `a` and `b`.
 #[inline]
 pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    const WIDE: usize = 64;
-    const NARROW: usize = 16;
     let n = a.len().min(b.len());
-    let (wa, ra) = a[..n].as_chunks::<WIDE>();
-    let (wb, rb) = b[..n].as_chunks::<WIDE>();
-    let mut wide = [T::ZERO; WIDE];
-    for (xa, xb) in wa.iter().zip(wb) {
-        for i in 0..WIDE {
-            wide[i] = xa[i].mul_add(xb[i], wide[i]);
-        }
-    }
-    let mut narrow = [T::ZERO; NARROW];
-    for i in 0..WIDE {
-        narrow[i % NARROW] += wide[i];
-    }
-    let (na, ta) = ra.as_chunks::<NARROW>();
-    let (nb, tb) = rb.as_chunks::<NARROW>();
-    for (xa, xb) in na.iter().zip(nb) {
-        for i in 0..NARROW {
-            narrow[i] = xa[i].mul_add(xb[i], narrow[i]);
-        }
-    }
-    let tail = ta.iter().zip(tb).fold(T::ZERO, |s, (x, y)| s + *x * *y);
-    narrow.iter().fold(tail, |s, &v| s + v)
+    T::dot_block(&[&a[..n]], &b[..n])[0]
 }
 
 /// `y += alpha · x`

@@ -200,3 +200,46 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(e.to_string().contains("3 targets"), "{e}");
     assert!(Activations::<f32>::new(&cfg, 1, 81).is_err());
 }
+
+/// The few-row decode step splits every product between the pool's workers;
+/// each output is computed the same way whatever the split, so the logits must
+/// be bit-identical to a single-threaded run.
+#[test]
+fn decode_step_gives_identical_logits_on_one_thread_and_on_the_pool() {
+    let cfg = ModelConfig {
+        vocab_size: 300,
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        ffn_hidden: 176,
+        max_seq_len: 64,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tie_embeddings: false,
+    };
+    let model = Model::<f32>::new(cfg.clone(), 0.1, 3).unwrap();
+    let prompt = tokens(3, cfg.vocab_size, 1);
+    let decode = || {
+        let mut cache = KvCache::<f32>::new(&cfg, 2, 32);
+        let mut logits = Vec::new();
+        let mut all = Vec::new();
+        // A three-token prefill and then two slots decoding side by side.
+        model
+            .forward_cached(&mut cache, &[SeqChunk { slot: 0, tokens: &prompt }], LogitsFor::All, &mut logits)
+            .unwrap();
+        all.extend_from_slice(&logits);
+        for i in 0..12u32 {
+            let (t0, t1) = ([i % 300], [(i * 7 + 1) % 300]);
+            let chunks = [SeqChunk { slot: 0, tokens: &t0 }, SeqChunk { slot: 1, tokens: &t1 }];
+            model.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits).unwrap();
+            all.extend_from_slice(&logits);
+        }
+        all
+    };
+    let pooled = decode();
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(decode);
+    assert_eq!(pooled.len(), (3 + 12 * 2) * cfg.vocab_size);
+    assert!(pooled.iter().all(|x| x.is_finite()));
+    assert_eq!(pooled, single);
+}
