@@ -43,6 +43,9 @@ enum Command {
     Keys(commands::serve::KeysCommand),
     /// Usage ledger report by key, model and day
     Usage(commands::serve::UsageArgs),
+    /// Predictable scaling: train a ladder, register predictions, verify them
+    #[command(subcommand)]
+    Scale(commands::scale::ScaleCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(args),
         Command::Keys(cmd) => commands::serve::run_keys(cmd),
         Command::Usage(args) => commands::serve::run_usage(args),
+        Command::Scale(cmd) => commands::scale::run(cmd),
     }
 }

@@ -24,6 +24,7 @@
 //! # let _ = batch; Ok(()) }
 //! ```
 
+pub mod code_task;
 mod loader;
 mod prepare;
 pub mod rng;

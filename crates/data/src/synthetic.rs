@@ -15,6 +15,13 @@ impl Sample {
     pub fn text(&self) -> String {
         format!("Q: {}\nA: {}", self.prompt, self.answer)
     }
+
+    /// The pretraining text up to the answer, `Q: <prompt>\nA:`: what a model is conditioned on
+    /// to produce the answer. The space before the answer is left to the model, because BPE
+    /// merges it into the answer's first token.
+    pub fn query(&self) -> String {
+        format!("Q: {}\nA:", self.prompt)
+    }
 }
 
 /// A family of synthetic problems.
@@ -27,7 +34,7 @@ pub trait Generator: Sync {
 }
 
 /// Every registered generator.
-pub static GENERATORS: &[&dyn Generator] = &[&Arithmetic, &Counting];
+pub static GENERATORS: &[&dyn Generator] = &[&Arithmetic, &Counting, &Code, &Bets];
 
 /// Looks a generator up by name.
 pub fn generator(name: &str) -> Option<&'static dyn Generator> {
@@ -206,6 +213,120 @@ impl Generator for Counting {
     }
 }
 
+/// Program synthesis from input/output examples ([`crate::code_task`]): the prompt and the
+/// reference body of tasks whose function is not held out.
+pub struct Code;
+
+impl Generator for Code {
+    fn name(&self) -> &'static str {
+        "code"
+    }
+
+    fn description(&self) -> &'static str {
+        "write a one-line function body from input/output examples (held-out functions excluded)"
+    }
+
+    fn sample(&self, rng: &mut Rng) -> Sample {
+        crate::code_task::training_task(rng).sample()
+    }
+}
+
+/// Judging bets by expected value, the skill the hindsight-neglect probe (ferrogpt-scaling's
+/// `probe`) tests. The outcome shown is a fair coin independent of the answer, so the only
+/// learnable signal is the expected value: a model that learned this text cannot do better by
+/// following outcomes, and the probe then asks whether few-shot examples in which outcomes
+/// happen to agree with the expected value lure it away from the rule.
+pub struct Bets;
+
+impl Generator for Bets {
+    fn name(&self) -> &'static str {
+        "bets"
+    }
+
+    fn description(&self) -> &'static str {
+        "was taking a bet the right decision? answered by expected value, whatever the outcome"
+    }
+
+    fn sample(&self, rng: &mut Rng) -> Sample {
+        let good = rng.below(2) == 0;
+        let won = rng.below(2) == 0;
+        Bet::random(rng, good, won).sample()
+    }
+}
+
+/// Stakes in dollars; round numbers keep the text short in tokens.
+const STAKES: &[u32] = &[1, 2, 5, 10, 20, 50, 100, 200, 250, 500, 900, 1000];
+
+/// A bet someone took: `lose_pct` percent chance of losing `loss` dollars, otherwise winning
+/// `gain` dollars, and what actually happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bet {
+    pub lose_pct: u32,
+    pub loss: u32,
+    pub gain: u32,
+    pub won: bool,
+}
+
+impl Bet {
+    /// A bet whose expected value is positive when `good` (negative otherwise), by a factor of
+    /// at least two between the expected gain and the expected loss so the sign is never a
+    /// close call, with the given outcome.
+    pub fn random(rng: &mut Rng, good: bool, won: bool) -> Bet {
+        loop {
+            let lose_pct = 5 * rng.range(1, 19) as u32;
+            let (loss, gain) = (*rng.choose(STAKES), *rng.choose(STAKES));
+            let bet = Bet { lose_pct, loss, gain, won };
+            let (expected_gain, expected_loss) = bet.expected_parts();
+            let clear = if good {
+                expected_gain >= 2 * expected_loss
+            } else {
+                expected_loss >= 2 * expected_gain
+            };
+            if clear {
+                return bet;
+            }
+        }
+    }
+
+    /// Expected gain and expected loss in hundredths of a dollar.
+    fn expected_parts(&self) -> (u64, u64) {
+        (
+            (100 - self.lose_pct) as u64 * self.gain as u64,
+            self.lose_pct as u64 * self.loss as u64,
+        )
+    }
+
+    /// Expected value in dollars.
+    pub fn expected_value(&self) -> f64 {
+        let (g, l) = self.expected_parts();
+        (g as f64 - l as f64) / 100.0
+    }
+
+    /// Taking the bet was right exactly when its expected value is positive.
+    pub fn was_right(&self) -> bool {
+        self.expected_value() > 0.0
+    }
+
+    /// Whether the outcome agrees with the expected value (a good bet won, a bad bet lost).
+    pub fn outcome_agrees(&self) -> bool {
+        self.won == self.was_right()
+    }
+
+    /// The question and its `Y`/`N` answer; the answer follows the expected value only.
+    pub fn sample(&self) -> Sample {
+        let Bet { lose_pct, loss, gain, won } = self;
+        let outcome = if *won { format!("won ${gain}") } else { format!("lost ${loss}") };
+        Sample {
+            // Terse, because the hindsight probe puts several bets in contexts as short as 64 tokens.
+            prompt: format!(
+                "Bet: {lose_pct}% to lose ${loss}, {}% to win ${gain}. It {outcome}. Right to bet?",
+                100 - lose_pct
+            ),
+            answer: if self.was_right() { "Y" } else { "N" }.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +343,7 @@ mod tests {
             assert!(distinct.len() > 40, "{} repeats itself", g.name());
         }
         assert!(generator("arithmetic").is_some());
+        assert!(generator("code").is_some() && generator("bets").is_some());
         assert!(generator("nope").is_none());
     }
 
@@ -273,6 +395,43 @@ mod tests {
                 panic!("unknown counting prompt {p:?}")
             };
             assert_eq!(s.answer, want, "{}", s.text());
+        }
+    }
+
+    #[test]
+    fn code_samples_are_training_tasks_with_their_reference() {
+        for i in 0..1000 {
+            let s = sample_at(&Code, 3, i);
+            assert!(s.prompt.ends_with("def f(x):"), "{}", s.prompt);
+            let mut rng = Rng::derived(hash_str(3, "code"), i);
+            let task = crate::code_task::training_task(&mut rng);
+            assert_eq!(task.sample(), s);
+            assert!(!crate::code_task::is_heldout(&task));
+            assert!(crate::code_task::check_completion(&task, &format!(" {}", s.answer)));
+            assert_eq!(format!("{} {}", s.query(), s.answer), s.text());
+        }
+    }
+
+    #[test]
+    fn bets_answer_by_expected_value_with_outcomes_independent() {
+        let (mut agree, mut yes) = (0, 0);
+        let n = 4000;
+        for i in 0..n {
+            let s = sample_at(&Bets, 5, i);
+            let mut rng = Rng::derived(hash_str(5, "bets"), i);
+            let (good, won) = (rng.below(2) == 0, rng.below(2) == 0);
+            let bet = Bet::random(&mut rng, good, won);
+            assert_eq!(bet.sample(), s);
+            assert_eq!(bet.was_right(), good);
+            assert_eq!(s.answer, if good { "Y" } else { "N" });
+            let (g, l) = bet.expected_parts();
+            assert!(g.max(l) >= 2 * g.min(l), "{bet:?} is a close call");
+            agree += bet.outcome_agrees() as usize;
+            yes += (s.answer == "Y") as usize;
+        }
+        // Fair coins: the outcome tells nothing about the answer.
+        for count in [agree, yes] {
+            assert!((count as f64 / n as f64 - 0.5).abs() < 0.04, "{count} of {n}");
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod scale;
 pub mod serve;
 pub mod speedrun;
 pub mod tokenizer;

@@ -1,6 +1,8 @@
 //! `ferrogpt speedrun`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use ferrogpt_train::speedrun::{speedrun, Preset};
 
@@ -25,6 +27,10 @@ pub struct SpeedrunArgs {
     /// No progress bars
     #[arg(long)]
     pub quiet: bool,
+    /// Also run a scaling ladder (`ferrogpt scale run --preset NAME`) into DIR/scaling
+    /// and link its report from report.md
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ferrogpt_scaling::ladder::PRESETS.iter().map(|p| p.0)))]
+    pub scaling: Option<String>,
 }
 
 pub fn run(args: SpeedrunArgs) -> anyhow::Result<()> {
@@ -44,6 +50,59 @@ pub fn run(args: SpeedrunArgs) -> anyhow::Result<()> {
         s.tokens_per_sec,
         s.mfu * 100.0
     );
+    if let Some(name) = &args.scaling {
+        scaling_stage(name, &args.out, &r.report, !args.quiet)?;
+    }
     println!("report: {}\nmodel: {}", r.report.display(), r.model_dir.display());
+    Ok(())
+}
+
+/// The optional scaling stage: a whole ladder (sweep, registered predictions,
+/// verification) in `out/scaling`, summarised at the end of the speedrun's report.
+/// It lives here because ferrogpt-train must not depend on ferrogpt-scaling.
+fn scaling_stage(preset: &str, out: &Path, report: &Path, progress: bool) -> anyhow::Result<()> {
+    use ferrogpt_scaling::ladder::{preset_text, Ladder};
+    use ferrogpt_scaling::pipeline::{run_ladder, RunOptions};
+    use std::fmt::Write as _;
+
+    let text = preset_text(preset).with_context(|| format!("no scaling preset `{preset}`"))?;
+    let ladder = Ladder::from_toml(text, Path::new(&format!("ladders/{preset}.toml")))?;
+    let dir = out.join("scaling");
+    let o = run_ladder(
+        &ladder,
+        text,
+        &dir,
+        RunOptions {
+            progress,
+            sweep_only: false,
+        },
+    )?;
+    let mut section = format!(
+        "\n## Scaling stage (`{preset}` ladder)\n\nWall time {:.0}s; full report: [scaling/report.md](scaling/report.md).\n\n",
+        o.wall_secs
+    );
+    for (_, v) in &o.verifications {
+        let _ = writeln!(
+            section,
+            "- `{}`: target `{}` predicted {:.4} from {:.0}x less compute, actual {:.4} bits/byte: \
+             relative error {:.2}%, {} the 90% interval",
+            v.name,
+            v.target,
+            v.predicted_bpb,
+            v.extrapolation,
+            v.actual_bpb,
+            v.relative_error * 100.0,
+            if v.inside_interval { "inside" } else { "outside" }
+        );
+        println!(
+            "scaling `{}`: relative error {:.2}% at {:.0}x extrapolation",
+            v.name,
+            v.relative_error * 100.0,
+            v.extrapolation
+        );
+    }
+    let mut text = std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    text.push_str(&section);
+    std::fs::write(report, text).with_context(|| format!("writing {}", report.display()))?;
     Ok(())
 }

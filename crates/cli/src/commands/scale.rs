@@ -1,0 +1,311 @@
+//! `ferrogpt scale run | predict | verify | report | plan`: predictable scaling
+//! (issue 4). The work is in ferrogpt-scaling; this file parses arguments.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ferrogpt_scaling::ladder::{preset_text, Ladder, PRESETS};
+use ferrogpt_scaling::pipeline::{bind_ladder, load_bound, run_ladder, train_target, verify_registered, RunOptions};
+use ferrogpt_scaling::predict::{register, RegisterInput};
+use ferrogpt_scaling::report::write_report;
+use ferrogpt_scaling::sweep::{finished_rungs, prepare_data, LadderBar};
+
+#[derive(clap::Subcommand)]
+pub enum ScaleCommand {
+    /// Train the ladder, register its predictions, train the targets, verify, report
+    Run(RunArgs),
+    /// Register a prediction for a target from the finished rungs (before the target trains)
+    Predict(PredictArgs),
+    /// Train a prediction's target (or read its finished run) and write verification.json
+    Verify(VerifyArgs),
+    /// Rebuild DIR/report.md and DIR/figures from the run's files
+    Report(ReportArgs),
+    /// Print a ladder's runs (shapes, tokens, FLOPs) without training anything
+    Plan(LadderArg),
+}
+
+#[derive(clap::Args)]
+pub struct LadderArg {
+    /// Ladder TOML file
+    #[arg(long, conflicts_with = "preset")]
+    pub ladder: Option<PathBuf>,
+    /// A shipped ladder (ladders/<name>.toml)
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().map(|p| p.0)))]
+    pub preset: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub ladder: LadderArg,
+    /// Output folder (default runs/scale-<ladder name>)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Stop after the rungs and the registered predictions (targets untrained)
+    #[arg(long)]
+    pub sweep_only: bool,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// A folder `ferrogpt scale run` wrote
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also copy the report, figures, ladder and prediction JSONs here (e.g. docs/scaling)
+    #[arg(long)]
+    pub publish: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A [[target]] of the folder's ladder
+    #[arg(long)]
+    pub target: String,
+    /// Refuse fit points above this fraction of the target's compute
+    #[arg(long)]
+    pub max_fraction: f64,
+    /// Compute limit of the capability fit, as a fraction of the target's (GPT-4 used 1/1000)
+    #[arg(long, default_value_t = 1e-3)]
+    pub capability_max_fraction: f64,
+    /// Name of the prediction (default: <1/max-fraction>x-<target>)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Fit exactly these rungs (comma-separated) instead of every rung under the fraction
+    #[arg(long, value_delimiter = ',')]
+    pub rungs: Option<Vec<String>>,
+    /// Replace an existing prediction (refused once the target has started)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Predictions to verify (default: every registered one)
+    #[arg(long, value_delimiter = ',')]
+    pub name: Option<Vec<String>>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn resolve(arg: &LadderArg) -> anyhow::Result<(Ladder, String)> {
+    match (&arg.ladder, &arg.preset) {
+        (Some(path), _) => Ok(Ladder::from_file(path)?),
+        (None, Some(name)) => {
+            let text = preset_text(name).with_context(|| format!("no preset `{name}`"))?;
+            Ok((
+                Ladder::from_toml(text, Path::new(&format!("ladders/{name}.toml")))?,
+                text.to_string(),
+            ))
+        }
+        (None, None) => anyhow::bail!("give --ladder FILE or --preset NAME"),
+    }
+}
+
+pub fn run(cmd: ScaleCommand) -> anyhow::Result<()> {
+    match cmd {
+        ScaleCommand::Run(a) => run_all(a),
+        ScaleCommand::Predict(a) => predict(a),
+        ScaleCommand::Verify(a) => verify(a),
+        ScaleCommand::Report(a) => {
+            let (ladder, _) = load_bound(&a.out)?;
+            println!("report: {}", write_report(&ladder, &a.out)?.display());
+            if let Some(dest) = &a.publish {
+                let files = ferrogpt_scaling::report::publish(&a.out, dest)?;
+                println!("published {} files to {}", files.len(), dest.display());
+            }
+            Ok(())
+        }
+        ScaleCommand::Plan(a) => plan(a),
+    }
+}
+
+fn run_all(a: RunArgs) -> anyhow::Result<()> {
+    let (ladder, text) = resolve(&a.ladder)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/scale-{}", ladder.name)));
+    let o = run_ladder(
+        &ladder,
+        &text,
+        &out,
+        RunOptions {
+            progress: !a.quiet,
+            sweep_only: a.sweep_only,
+        },
+    )?;
+    for (path, p) in &o.predictions {
+        println!(
+            "prediction `{}` ({}): {:.4} bits/byte, 90% interval [{:.4}, {:.4}], {:.0}x extrapolation",
+            p.name,
+            path.display(),
+            p.predicted_bpb,
+            p.interval90[0],
+            p.interval90[1],
+            p.extrapolation
+        );
+    }
+    for (path, v) in &o.verifications {
+        print_verification(path, v);
+    }
+    println!(
+        "ladder `{}` done in {:.1}s; report: {}",
+        ladder.name,
+        o.wall_secs,
+        o.report.display()
+    );
+    Ok(())
+}
+
+fn print_verification(path: &Path, v: &ferrogpt_scaling::predict::Verification) {
+    println!(
+        "verification `{}` ({}): actual {:.4} vs predicted {:.4} bits/byte: relative error {:.2}% ({}inside the 90% interval), \
+         reducible-loss error {:+.1}%, equivalent compute {}",
+        v.name,
+        path.display(),
+        v.actual_bpb,
+        v.predicted_bpb,
+        v.relative_error * 100.0,
+        if v.inside_interval { "" } else { "not " },
+        v.reducible_relative_error * 100.0,
+        v.equivalent_compute_factor.map_or("n/a".into(), |f| format!("{f:.2}x"))
+    );
+}
+
+fn predict(a: PredictArgs) -> anyhow::Result<()> {
+    let (ladder, text) = load_bound(&a.out)?;
+    bind_ladder(&a.out, &text)?;
+    let shape = ladder
+        .target(&a.target)
+        .with_context(|| format!("`{}` is not a [[target]] of ladder `{}`", a.target, ladder.name))?;
+    anyhow::ensure!(
+        a.max_fraction > 0.0 && a.max_fraction < 1.0,
+        "--max-fraction {} must be in (0, 1)",
+        a.max_fraction
+    );
+    let name = a.name.unwrap_or_else(|| format!("{:.0}x-{}", 1.0 / a.max_fraction, a.target));
+    let data = prepare_data(&ladder, &a.out, false)?;
+    let records = finished_rungs(&ladder, &a.out)?;
+    let (p, path) = register(
+        &RegisterInput {
+            ladder: &ladder,
+            ladder_text: &text,
+            manifest: &data.manifest,
+            out: &a.out,
+            name: &name,
+            target: &ladder.plan(shape),
+            max_fraction: a.max_fraction,
+            capability_max_fraction: a.capability_max_fraction,
+            requested: a.rungs.as_deref(),
+            force: a.force,
+        },
+        &records,
+    )?;
+    println!(
+        "registered `{}` at {}: target `{}` ({:.3e} FLOPs) predicted {:.4} bits/byte, 90% interval [{:.4}, {:.4}], \
+         from {} rungs ({:.0}x extrapolation)\n{}",
+        p.name,
+        p.created.utc,
+        p.target,
+        p.target_flops,
+        p.predicted_bpb,
+        p.interval90[0],
+        p.interval90[1],
+        p.points.len(),
+        p.extrapolation,
+        path.display()
+    );
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let (ladder, _) = load_bound(&a.out)?;
+    let regs = ferrogpt_scaling::report::registered(&ladder, &a.out)?;
+    let chosen: Vec<_> = match &a.name {
+        Some(names) => {
+            for n in names {
+                anyhow::ensure!(
+                    regs.iter().any(|r| &r.prediction.name == n),
+                    "no registered prediction `{n}` in {}: run `ferrogpt scale predict` first",
+                    a.out.display()
+                );
+            }
+            regs.iter().filter(|r| names.contains(&r.prediction.name)).collect()
+        }
+        None => regs.iter().collect(),
+    };
+    anyhow::ensure!(
+        !chosen.is_empty(),
+        "no registered predictions in {}: run `ferrogpt scale predict` first",
+        a.out.display()
+    );
+    let data = prepare_data(&ladder, &a.out, !a.quiet)?;
+    for r in chosen {
+        let target = ladder.target(&r.prediction.target).with_context(|| {
+            format!(
+                "prediction `{}`: no target `{}` in the ladder",
+                r.prediction.name, r.prediction.target
+            )
+        })?;
+        let bar = LadderBar::new(!a.quiet, ladder.plan(target).train_flops);
+        let record = train_target(&ladder, &r.prediction.target, &data, &a.out, &bar)?;
+        bar.finish();
+        let (path, v) = verify_registered(&ladder, &a.out, &r.prediction.name, &record)?;
+        print_verification(&path, &v);
+    }
+    println!("report: {}", write_report(&ladder, &a.out)?.display());
+    Ok(())
+}
+
+fn plan(a: LadderArg) -> anyhow::Result<()> {
+    let (ladder, _) = resolve(&a)?;
+    println!(
+        "{:<12} {:>6} {:>6} {:>10} {:>10} {:>10} {:>6} {:>7} {:>9} {:>10}",
+        "run", "width", "layers", "non-emb", "N (+head)", "tokens", "batch", "steps", "lr", "FLOPs"
+    );
+    for (kind, shapes) in [("", &ladder.rungs), (" (target)", &ladder.targets)] {
+        for s in shapes.iter() {
+            let p = ladder.plan(s);
+            println!(
+                "{:<12} {:>6} {:>6} {:>10} {:>10} {:>10} {:>6} {:>7} {:>9.2e} {:>10.3e}{kind}{}",
+                p.name,
+                p.model.d_model,
+                p.model.n_layers,
+                p.non_embedding_params,
+                p.matmul_params,
+                p.tokens,
+                p.batch_size,
+                p.steps,
+                p.lr,
+                p.train_flops,
+                if p.seeds > 1 {
+                    format!(" x{} seeds", p.seeds)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    for pr in &ladder.predictions {
+        if let Some(t) = ladder.target(&pr.target) {
+            let limit = pr.max_fraction * ladder.plan(t).train_flops;
+            let fit: Vec<&str> = ladder
+                .rungs
+                .iter()
+                .filter(|s| s.tokens_per_param.is_none() && ladder.plan(s).train_flops <= limit)
+                .map(|s| s.name.as_str())
+                .collect();
+            println!(
+                "prediction `{}`: fit on {} ({} rungs <= {limit:.2e} FLOPs)",
+                pr.name,
+                fit.join(", "),
+                fit.len()
+            );
+        }
+    }
+    Ok(())
+}

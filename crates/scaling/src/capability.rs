@@ -1,0 +1,659 @@
+//! Capability prediction in the manner of the GPT-4 report's HumanEval figure: pass rates on
+//! held-out synthetic coding tasks ([`ferrogpt_data::code_task`]) measured by sampling, then
+//! `-E[log pass_rate] = α·C^(−k)` fitted per difficulty bucket and extrapolated in compute.
+//!
+//! Method (GPT-4 technical report, section 3.1): keep only the tasks that every fitted model
+//! solves at least once (a task never solved has an undefined log pass rate), sort them by
+//! how often the smallest models solve them, cut them into buckets of equal size, and fit the
+//! power law to each bucket's mean log pass rate. The fit is ordinary least squares of
+//! `ln(−E[log p])` on `ln C`, which is exact and closed-form; a bootstrap over tasks within
+//! each bucket gives the 90% interval.
+//!
+//! Pass-rate estimator: a task's pass rate is `passes / samples` clamped to
+//! `[1/(2s), 1 − 1/(2s)]` for `s` samples, so that the log is finite for a model that fails
+//! every sample (only possible at verification) and a task solved every time still
+//! contributes its sampling resolution rather than an exact zero. Fits and verification use
+//! the same estimator, so predicted and measured values are comparable.
+
+use crate::ScalingError;
+use ferrogpt_data::code_task::{check_completion, CodeTask};
+use ferrogpt_data::rng::{mix, Rng};
+use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
+use ferrogpt_engine::KvCache;
+use ferrogpt_infer::{LocalModel, Sampler, SamplingParams};
+use ferrogpt_tokenizer::{Special, StreamDecoder};
+use serde::{Deserialize, Serialize};
+
+/// Sequences decoded together in one KV cache: enough rows to keep the matmuls efficient on
+/// small models, few enough that the cache stays small on the largest rungs.
+const SLOTS_PER_BATCH: usize = 64;
+/// Bootstrap resamples of the tasks for the 90% interval.
+const BOOTSTRAP_DRAWS: usize = 200;
+/// Fixed seed of the bootstrap, so a fit is reproducible.
+const BOOTSTRAP_SEED: u64 = 0xB007_57AB;
+
+/// How many of `samples` completions passed, per task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassRates {
+    pub task_ids: Vec<String>,
+    pub samples: usize,
+    pub passes: Vec<usize>,
+}
+
+impl PassRates {
+    /// The raw fraction of samples of task `i` that passed.
+    pub fn pass_rate(&self, i: usize) -> f64 {
+        self.passes[i] as f64 / self.samples as f64
+    }
+
+    /// `ln` of the clamped pass-rate estimate of task `i` (see the module documentation).
+    pub fn log_pass_rate(&self, i: usize) -> f64 {
+        let s = self.samples.max(1) as f64;
+        let floor = 0.5 / s;
+        self.pass_rate(i).clamp(floor, 1.0 - floor).ln()
+    }
+
+    /// The mean over all tasks of the raw pass rate.
+    pub fn mean_pass_rate(&self) -> f64 {
+        if self.passes.is_empty() {
+            return 0.0;
+        }
+        (0..self.passes.len()).map(|i| self.pass_rate(i)).sum::<f64>() / self.passes.len() as f64
+    }
+}
+
+/// Samples `samples` completions of every task at `temperature` and counts those that pass
+/// ([`check_completion`]). Completions are decoded in batches sharing one KV cache and stop at
+/// a newline, `<|end|>`, or a budget of twice the reference's length in tokens plus four.
+/// Deterministic for a given `seed`, model and task list.
+pub fn measure_pass_rates(
+    model: &LocalModel,
+    tasks: &[CodeTask],
+    samples: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<PassRates, ScalingError> {
+    if samples == 0 {
+        return Err(ScalingError::Capability("samples must be at least 1".into()));
+    }
+    if !(temperature > 0.0 && temperature <= 2.0) {
+        return Err(ScalingError::Capability(format!(
+            "temperature {temperature} must be in (0, 2]: pass rates need varied samples"
+        )));
+    }
+    let prompts: Vec<Prompt> = tasks.iter().map(|t| Prompt::new(model, t)).collect::<Result<_, _>>()?;
+    let per_batch = (SLOTS_PER_BATCH / samples).max(1);
+    let indexed: Vec<usize> = (0..tasks.len()).collect();
+    // Batches run one after another: the engine already spreads each step over every core, and
+    // nesting a rayon loop around its parallel decode step measured no faster.
+    let counts: Vec<Vec<usize>> = indexed
+        .chunks(per_batch)
+        .map(|batch| sample_batch(model, tasks, &prompts, batch, samples, temperature, seed))
+        .collect::<Result<_, _>>()?;
+    Ok(PassRates {
+        task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
+        samples,
+        passes: counts.into_iter().flatten().collect(),
+    })
+}
+
+/// A task's tokenized model input and completion budget.
+struct Prompt {
+    tokens: Vec<u32>,
+    budget: usize,
+}
+
+impl Prompt {
+    fn new(model: &LocalModel, task: &CodeTask) -> Result<Prompt, ScalingError> {
+        let tok = model.tokenizer();
+        let mut tokens = vec![tok.special_id(Special::Bos)];
+        tokens.extend(tok.encode(&task.model_input()));
+        let context = model.context_length();
+        if tokens.len() >= context {
+            return Err(ScalingError::PromptTooLong {
+                what: format!("task {}", task.id),
+                tokens: tokens.len(),
+                context,
+            });
+        }
+        let reference = tok.encode(&format!(" {}", task.reference)).len();
+        Ok(Prompt {
+            budget: (2 * reference + 4).min(context - tokens.len()),
+            tokens,
+        })
+    }
+}
+
+/// One decoding sequence: sample `j` of task `task`.
+struct Slot {
+    task: usize,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    text: String,
+    generated: usize,
+    done: bool,
+}
+
+/// Decodes every sample of the tasks in `batch` together; returns their pass counts in order.
+fn sample_batch(
+    model: &LocalModel,
+    tasks: &[CodeTask],
+    prompts: &[Prompt],
+    batch: &[usize],
+    samples: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<Vec<usize>, ScalingError> {
+    let engine = model.model();
+    let tok = model.tokenizer();
+    let end = tok.special_id(Special::End);
+    let vocab = engine.cfg.vocab_size;
+    let max_len = batch
+        .iter()
+        .map(|&t| prompts[t].tokens.len() + prompts[t].budget)
+        .max()
+        .unwrap_or(1);
+    let mut cache = KvCache::<f32>::new(&engine.cfg, batch.len() * samples, max_len);
+    let mut slots: Vec<Slot> = Vec::with_capacity(batch.len() * samples);
+    for &t in batch {
+        for j in 0..samples {
+            let params = SamplingParams {
+                temperature,
+                max_tokens: prompts[t].budget,
+                seed: mix(seed ^ mix((t * samples + j) as u64)),
+                ..SamplingParams::default()
+            };
+            slots.push(Slot {
+                task: t,
+                sampler: Sampler::new(params, vocab),
+                decoder: StreamDecoder::new(),
+                text: String::new(),
+                generated: 0,
+                done: false,
+            });
+        }
+    }
+    let mut logits = Vec::new();
+    // Rows of `logits` belong to the live slots in this order.
+    let mut live: Vec<usize> = (0..slots.len()).collect();
+    let mut next: Vec<u32> = vec![0; slots.len()];
+    {
+        let chunks: Vec<SeqChunk> = live
+            .iter()
+            .map(|&s| SeqChunk {
+                slot: s,
+                tokens: &prompts[slots[s].task].tokens,
+            })
+            .collect();
+        engine.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits)?;
+    }
+    while !live.is_empty() {
+        for (row, &s) in logits.chunks_exact_mut(vocab).zip(&live) {
+            let slot = &mut slots[s];
+            let (token, _) = slot.sampler.sample(row);
+            slot.generated += 1;
+            if token == end {
+                slot.done = true;
+                continue;
+            }
+            slot.text.push_str(&slot.decoder.push(tok, token));
+            if let Some(cut) = slot.text.find('\n') {
+                slot.text.truncate(cut);
+                slot.done = true;
+            } else if slot.generated >= prompts[slot.task].budget {
+                slot.done = true;
+            }
+            next[s] = token;
+        }
+        live.retain(|&s| !slots[s].done);
+        if live.is_empty() {
+            break;
+        }
+        let chunks: Vec<SeqChunk> = live
+            .iter()
+            .map(|&s| SeqChunk {
+                slot: s,
+                tokens: std::slice::from_ref(&next[s]),
+            })
+            .collect();
+        engine.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits)?;
+    }
+    Ok(batch
+        .iter()
+        .map(|&t| slots.iter().filter(|s| s.task == t && check_completion(&tasks[t], &s.text)).count())
+        .collect())
+}
+
+/// `y = α·C^(−k)`, the law of `−E[log pass_rate]` in training compute `C`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PowerLaw {
+    pub alpha: f64,
+    pub k: f64,
+}
+
+impl PowerLaw {
+    /// `−E[log pass_rate]` at `compute`.
+    pub fn eval(&self, compute: f64) -> f64 {
+        self.alpha * compute.powf(-self.k)
+    }
+
+    /// Least squares of `ln y` on `ln C`; `None` when the compute values do not vary or a `y`
+    /// is not positive.
+    fn fit(points: &[(f64, f64)]) -> Option<PowerLaw> {
+        if points.iter().any(|&(c, y)| !(c > 0.0 && y > 0.0 && c.is_finite() && y.is_finite())) {
+            return None;
+        }
+        let n = points.len() as f64;
+        let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), &(c, y)| (a + c.ln(), b + y.ln()));
+        let (mx, my) = (sx / n, sy / n);
+        let (mut sxx, mut sxy) = (0.0, 0.0);
+        for &(c, y) in points {
+            let dx = c.ln() - mx;
+            sxx += dx * dx;
+            sxy += dx * (y.ln() - my);
+        }
+        if sxx <= 1e-12 {
+            return None;
+        }
+        let slope = sxy / sxx;
+        Some(PowerLaw {
+            alpha: (my - slope * mx).exp(),
+            k: -slope,
+        })
+    }
+}
+
+/// The fit of one difficulty bucket (or of all kept tasks together).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketFit {
+    /// 0 is the easiest bucket; the aggregate has `None`.
+    pub bucket: Option<usize>,
+    pub task_ids: Vec<String>,
+    /// Mean raw pass rate of these tasks under the smallest fitted model(s).
+    pub smallest_pass_rate: f64,
+    /// `(compute, −E[log pass_rate])` per fitted model.
+    pub points: Vec<(f64, f64)>,
+    pub law: PowerLaw,
+    /// The law refitted on task resamples, for intervals.
+    pub bootstrap: Vec<PowerLaw>,
+}
+
+impl BucketFit {
+    fn predict(&self, compute: f64) -> BucketPrediction {
+        let y = self.law.eval(compute);
+        let mut draws: Vec<f64> = self.bootstrap.iter().map(|l| -l.eval(compute)).collect();
+        draws.sort_by(f64::total_cmp);
+        let interval90 = if draws.is_empty() {
+            (-y, -y)
+        } else {
+            (quantile(&draws, 0.05), quantile(&draws, 0.95))
+        };
+        BucketPrediction {
+            bucket: self.bucket,
+            mean_log_pass_rate: -y,
+            pass_rate: (-y).exp(),
+            interval90,
+        }
+    }
+}
+
+/// Linear-interpolated quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Per-bucket and aggregate power laws of `−E[log pass_rate]` in compute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityFit {
+    pub buckets: Vec<BucketFit>,
+    pub aggregate: BucketFit,
+    /// Tasks measured, and those dropped because some fitted model never solved them.
+    pub tasks_measured: usize,
+    pub tasks_dropped: usize,
+    /// Compute of the fitted models.
+    pub fit_compute: Vec<f64>,
+}
+
+/// Predicted `E[log pass_rate]` of one bucket at a compute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketPrediction {
+    pub bucket: Option<usize>,
+    pub mean_log_pass_rate: f64,
+    /// `exp(E[log pass_rate])`: the geometric-mean pass rate.
+    pub pass_rate: f64,
+    /// Bootstrap 90% interval of `mean_log_pass_rate`.
+    pub interval90: (f64, f64),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityPrediction {
+    pub compute: f64,
+    pub buckets: Vec<BucketPrediction>,
+    pub aggregate: BucketPrediction,
+}
+
+/// Prediction against measurement for one bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketCheck {
+    pub bucket: Option<usize>,
+    pub predicted_mean_log_pass_rate: f64,
+    pub actual_mean_log_pass_rate: f64,
+    pub predicted_pass_rate: f64,
+    pub actual_pass_rate: f64,
+    pub interval90: (f64, f64),
+    pub inside_interval: bool,
+    /// Tasks of the bucket found in the measurement.
+    pub tasks: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityVerification {
+    pub compute: f64,
+    pub buckets: Vec<BucketCheck>,
+    pub aggregate: BucketCheck,
+    /// Mean over buckets of `|predicted − actual|` in `E[log pass_rate]`.
+    pub mean_abs_error: f64,
+    /// `|predicted − actual| / actual` of the aggregate `−E[log pass_rate]`.
+    pub relative_error: f64,
+    /// Fitted tasks absent from the measurement (left out of the actual values).
+    pub missing_tasks: usize,
+}
+
+/// Fits the capability laws to `(training compute, pass rates)` of several models measured on
+/// the same tasks, with `buckets` difficulty buckets.
+pub fn fit_capability(points: &[(f64, PassRates)], buckets: usize) -> Result<CapabilityFit, ScalingError> {
+    let Some((_, first)) = points.first() else {
+        return Err(ScalingError::TooFewPoints { need: 2, got: 0 });
+    };
+    if buckets == 0 {
+        return Err(ScalingError::Capability("buckets must be at least 1".into()));
+    }
+    for (i, (c, rates)) in points.iter().enumerate() {
+        if !(c.is_finite() && *c > 0.0) {
+            return Err(ScalingError::BadPoint { index: i, value: *c });
+        }
+        if rates.task_ids != first.task_ids || rates.passes.len() != rates.task_ids.len() || rates.samples == 0 {
+            return Err(ScalingError::Capability(format!(
+                "pass rates {i} must cover the same tasks as pass rates 0, one count per task, with samples > 0"
+            )));
+        }
+    }
+    let min_c = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let max_c = points.iter().map(|p| p.0).fold(0.0, f64::max);
+    if max_c <= min_c * (1.0 + 1e-9) {
+        return Err(ScalingError::Capability("the fitted models must differ in compute".into()));
+    }
+    let n_tasks = first.task_ids.len();
+    let kept: Vec<usize> = (0..n_tasks).filter(|&t| points.iter().all(|(_, r)| r.passes[t] > 0)).collect();
+    if kept.len() < buckets {
+        return Err(ScalingError::Capability(format!(
+            "only {} of {n_tasks} tasks are solved at least once by every fitted model; {buckets} buckets need at least {buckets}",
+            kept.len()
+        )));
+    }
+    // Difficulty from the smallest compute (several seeds there are averaged).
+    let smallest: Vec<&PassRates> = points.iter().filter(|p| p.0 <= min_c * (1.0 + 1e-9)).map(|p| &p.1).collect();
+    let small_rate = |t: usize| smallest.iter().map(|r| r.pass_rate(t)).sum::<f64>() / smallest.len() as f64;
+    let mut order = kept.clone();
+    order.sort_by(|&a, &b| small_rate(b).total_cmp(&small_rate(a)).then(a.cmp(&b)));
+    let groups: Vec<Vec<usize>> = (0..buckets)
+        .map(|b| order[b * order.len() / buckets..(b + 1) * order.len() / buckets].to_vec())
+        .collect();
+    let fit_group = |bucket: Option<usize>, strata: &[Vec<usize>]| -> Result<BucketFit, ScalingError> {
+        let tasks: Vec<usize> = strata.concat();
+        let pts = bucket_points(points, &tasks);
+        let what = bucket.map_or("the aggregate".to_string(), |b| format!("bucket {b}"));
+        let law = PowerLaw::fit(&pts).ok_or_else(|| ScalingError::Capability(format!("cannot fit {what}: {pts:?}")))?;
+        let mut rng = Rng::new(BOOTSTRAP_SEED ^ mix(bucket.map_or(u64::MAX, |b| b as u64)));
+        let bootstrap = (0..BOOTSTRAP_DRAWS)
+            .filter_map(|_| {
+                // Resample within each stratum so the aggregate keeps its difficulty mix.
+                let draw: Vec<usize> = strata
+                    .iter()
+                    .flat_map(|s| (0..s.len()).map(|_| *rng.choose(s)).collect::<Vec<_>>())
+                    .collect();
+                PowerLaw::fit(&bucket_points(points, &draw))
+            })
+            .collect();
+        Ok(BucketFit {
+            bucket,
+            task_ids: tasks.iter().map(|&t| first.task_ids[t].clone()).collect(),
+            smallest_pass_rate: tasks.iter().map(|&t| small_rate(t)).sum::<f64>() / tasks.len() as f64,
+            points: pts,
+            law,
+            bootstrap,
+        })
+    };
+    let fits = groups
+        .iter()
+        .enumerate()
+        .map(|(b, g)| fit_group(Some(b), std::slice::from_ref(g)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CapabilityFit {
+        aggregate: fit_group(None, &groups)?,
+        buckets: fits,
+        tasks_measured: n_tasks,
+        tasks_dropped: n_tasks - kept.len(),
+        fit_compute: points.iter().map(|p| p.0).collect(),
+    })
+}
+
+/// `(compute, −mean log pass rate over tasks)` per model.
+fn bucket_points(points: &[(f64, PassRates)], tasks: &[usize]) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .map(|(c, r)| (*c, -tasks.iter().map(|&t| r.log_pass_rate(t)).sum::<f64>() / tasks.len() as f64))
+        .collect()
+}
+
+impl CapabilityFit {
+    /// The laws evaluated at `compute`.
+    pub fn predict(&self, compute: f64) -> CapabilityPrediction {
+        CapabilityPrediction {
+            compute,
+            buckets: self.buckets.iter().map(|b| b.predict(compute)).collect(),
+            aggregate: self.aggregate.predict(compute),
+        }
+    }
+
+    /// The prediction at `compute` against pass rates measured there (on the same tasks).
+    pub fn verify(&self, compute: f64, truth: &PassRates) -> CapabilityVerification {
+        let index: std::collections::HashMap<&str, usize> = truth.task_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let check = |fit: &BucketFit| {
+            let pred = fit.predict(compute);
+            let found: Vec<usize> = fit
+                .task_ids
+                .iter()
+                .filter_map(|id| index.get(id.as_str()).copied())
+                .filter(|&i| i < truth.passes.len())
+                .collect();
+            let actual = if found.is_empty() {
+                f64::NAN
+            } else {
+                found.iter().map(|&i| truth.log_pass_rate(i)).sum::<f64>() / found.len() as f64
+            };
+            BucketCheck {
+                bucket: fit.bucket,
+                predicted_mean_log_pass_rate: pred.mean_log_pass_rate,
+                actual_mean_log_pass_rate: actual,
+                predicted_pass_rate: pred.pass_rate,
+                actual_pass_rate: actual.exp(),
+                interval90: pred.interval90,
+                inside_interval: pred.interval90.0 <= actual && actual <= pred.interval90.1,
+                tasks: found.len(),
+            }
+        };
+        let buckets: Vec<BucketCheck> = self.buckets.iter().map(check).collect();
+        let aggregate = check(&self.aggregate);
+        let mean_abs_error = buckets
+            .iter()
+            .map(|b| (b.predicted_mean_log_pass_rate - b.actual_mean_log_pass_rate).abs())
+            .sum::<f64>()
+            / buckets.len().max(1) as f64;
+        let relative_error =
+            ((aggregate.predicted_mean_log_pass_rate - aggregate.actual_mean_log_pass_rate) / aggregate.actual_mean_log_pass_rate).abs();
+        CapabilityVerification {
+            compute,
+            missing_tasks: self.aggregate.task_ids.len() - aggregate.tasks,
+            buckets,
+            aggregate,
+            mean_abs_error,
+            relative_error,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ferrogpt_data::code_task::heldout_tasks;
+    use ferrogpt_data::synthetic::{generator, sample_at};
+    use ferrogpt_engine::{Model, ModelConfig};
+    use ferrogpt_tokenizer::Tokenizer;
+
+    /// A random-weight model with a tokenizer trained on the code and bets texts.
+    pub(crate) fn tiny_model() -> LocalModel {
+        let texts: Vec<String> = ["code", "bets"]
+            .iter()
+            .flat_map(|g| (0..150).map(move |i| sample_at(generator(g).unwrap(), 1, i).text()))
+            .collect();
+        let tok = Tokenizer::train(texts.into_iter(), 320).unwrap();
+        let cfg = ModelConfig {
+            vocab_size: tok.vocab_size(),
+            d_model: 32,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            ffn_hidden: 48,
+            max_seq_len: 512,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            tie_embeddings: false,
+        };
+        LocalModel::from_parts(Model::<f32>::new(cfg, 0.5, 3).unwrap(), tok, "tiny".into())
+    }
+
+    /// Pass counts whose clamped-log estimator follows `−log p_t(C) = d_t·C^(−k)` for task
+    /// difficulties `d`, with a huge sample count so rounding is negligible.
+    fn law_rates(c: f64, d: &[f64], k: f64) -> PassRates {
+        let samples = 1_000_000_000;
+        PassRates {
+            task_ids: (0..d.len()).map(|t| format!("t{t}")).collect(),
+            samples,
+            passes: d
+                .iter()
+                .map(|&dt| ((-dt * c.powf(-k)).exp() * samples as f64).round() as usize)
+                .collect(),
+        }
+    }
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= rel * b.abs().max(1e-12)
+    }
+
+    #[test]
+    fn recovers_alpha_and_k_per_bucket_and_overall() {
+        let k = 0.25;
+        // -log p at C = 1e9 is d·1e9^(−0.25) ≈ d / 178: difficulties from easy to hard.
+        let d: Vec<f64> = (0..40).map(|t| 20.0 + 25.0 * t as f64).collect();
+        let computes = [1e9, 3e9, 1e10, 3e10, 1e11];
+        let points: Vec<(f64, PassRates)> = computes.iter().map(|&c| (c, law_rates(c, &d, k))).collect();
+        let fit = fit_capability(&points, 4).unwrap();
+        assert_eq!((fit.tasks_measured, fit.tasks_dropped), (40, 0));
+        assert_eq!(fit.buckets.len(), 4);
+        for (b, bucket) in fit.buckets.iter().enumerate() {
+            let ids: Vec<String> = (10 * b..10 * b + 10).map(|t| format!("t{t}")).collect();
+            assert_eq!(bucket.task_ids, ids, "bucket {b} should hold the {b}-th easiest tenth");
+            let alpha = d[10 * b..10 * b + 10].iter().sum::<f64>() / 10.0;
+            assert!(
+                close(bucket.law.k, k, 1e-4) && close(bucket.law.alpha, alpha, 1e-3),
+                "{b}: {:?}",
+                bucket.law
+            );
+        }
+        let alpha = d.iter().sum::<f64>() / 40.0;
+        assert!(close(fit.aggregate.law.k, k, 1e-4) && close(fit.aggregate.law.alpha, alpha, 1e-3));
+        // Extrapolate 1000x past the largest fitted model and verify against the law's truth.
+        let target = 1e14;
+        let pred = fit.predict(target);
+        let want = -alpha * target.powf(-k);
+        assert!(close(pred.aggregate.mean_log_pass_rate, want, 1e-3), "{pred:?}");
+        assert!(close(pred.aggregate.pass_rate, want.exp(), 1e-3));
+        let (lo, hi) = pred.aggregate.interval90;
+        assert!(lo <= want && want <= hi && lo < hi, "{lo} {want} {hi}");
+        let v = fit.verify(target, &law_rates(target, &d, k));
+        assert!(v.relative_error < 1e-3 && v.mean_abs_error < 1e-4, "{v:?}");
+        assert!(v.aggregate.inside_interval && v.missing_tasks == 0);
+        assert!(v.buckets.iter().all(|b| b.tasks == 10));
+    }
+
+    #[test]
+    fn drops_tasks_some_model_never_solves_and_ranks_by_the_smallest_models() {
+        let d: Vec<f64> = (0..12).map(|t| 50.0 + 40.0 * t as f64).collect();
+        let mut points: Vec<(f64, PassRates)> = [1e9, 1e10, 1e11].iter().map(|&c| (c, law_rates(c, &d, 0.3))).collect();
+        // Task 0, the easiest, is never solved by the middle model; task 5 never by the largest.
+        points[1].1.passes[0] = 0;
+        points[2].1.passes[5] = 0;
+        // A second seed at the smallest compute that always solves task 11, the hardest: its mean
+        // rate over both seeds (0.69) ranks it between tasks 3 (0.71) and 4 (0.66), in the easy bucket.
+        let mut seed2 = points[0].1.clone();
+        seed2.passes[11] = seed2.samples;
+        points.push((1e9, seed2));
+        let fit = fit_capability(&points, 2).unwrap();
+        assert_eq!(fit.tasks_dropped, 2);
+        let all: Vec<&String> = fit.buckets.iter().flat_map(|b| &b.task_ids).collect();
+        assert_eq!(all.len(), 10);
+        assert!(!all.iter().any(|id| *id == "t0" || *id == "t5"));
+        assert_eq!(fit.buckets[0].task_ids, ["t1", "t2", "t3", "t11", "t4"]);
+        assert!(fit.buckets[0].smallest_pass_rate > fit.buckets[1].smallest_pass_rate);
+        assert_eq!(fit.aggregate.task_ids.len(), 10);
+
+        let too_many = fit_capability(&points, 11).unwrap_err().to_string();
+        assert!(too_many.contains("10 of 12"), "{too_many}");
+        let mut other = points.clone();
+        other[2].1.task_ids[3] = "elsewhere".into();
+        assert!(fit_capability(&other, 2).is_err());
+        let same_compute: Vec<(f64, PassRates)> = points.iter().map(|(_, r)| (1e9, r.clone())).collect();
+        assert!(fit_capability(&same_compute, 2).is_err());
+    }
+
+    #[test]
+    fn results_round_trip_through_json() {
+        let d: Vec<f64> = (0..8).map(|t| 30.0 + 30.0 * t as f64).collect();
+        let points: Vec<(f64, PassRates)> = [1e9, 1e10, 1e11].iter().map(|&c| (c, law_rates(c, &d, 0.2))).collect();
+        let json = serde_json::to_string(&points[0].1).unwrap();
+        assert_eq!(serde_json::from_str::<PassRates>(&json).unwrap(), points[0].1);
+        let fit = fit_capability(&points, 2).unwrap();
+        let back: CapabilityFit = serde_json::from_str(&serde_json::to_string(&fit).unwrap()).unwrap();
+        assert_eq!(back.aggregate.task_ids, fit.aggregate.task_ids);
+        assert_eq!(back.bootstrap_len(), fit.bootstrap_len());
+        let (a, b) = (fit.predict(1e13), back.predict(1e13));
+        assert!(close(a.aggregate.mean_log_pass_rate, b.aggregate.mean_log_pass_rate, 1e-12));
+        let v = fit.verify(1e13, &law_rates(1e13, &d, 0.2));
+        let v_back: CapabilityVerification = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert!(close(v_back.relative_error, v.relative_error, 1e-12));
+        let pred_back: CapabilityPrediction = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(pred_back.buckets.len(), 2);
+    }
+
+    impl CapabilityFit {
+        fn bootstrap_len(&self) -> usize {
+            self.buckets.iter().chain([&self.aggregate]).map(|b| b.bootstrap.len()).sum()
+        }
+    }
+
+    #[test]
+    fn measures_pass_rates_by_sampling_deterministically() {
+        let model = tiny_model();
+        let tasks = heldout_tasks(0, 6);
+        let r = measure_pass_rates(&model, &tasks, 3, 1.0, 11).unwrap();
+        assert_eq!(r.task_ids, tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+        assert_eq!((r.samples, r.passes.len()), (3, 6));
+        assert!(r.passes.iter().all(|&p| p <= 3));
+        assert_eq!(measure_pass_rates(&model, &tasks, 3, 1.0, 11).unwrap(), r);
+        assert!(measure_pass_rates(&model, &tasks, 0, 1.0, 11).is_err());
+        assert!(measure_pass_rates(&model, &tasks, 3, 0.0, 11).is_err());
+    }
+}
