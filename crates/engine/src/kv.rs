@@ -70,8 +70,8 @@ impl<T: Float> KvCache<T> {
             head_dim: cfg.head_dim(),
             slots,
             max_len,
-            k: vec![T::ZERO; size],
-            v: vec![T::ZERO; size],
+            k: crate::huge::filled_huge(size, T::ZERO),
+            v: crate::huge::filled_huge(size, T::ZERO),
             lens: vec![0; slots],
             scratch: Scratch::default(),
         }

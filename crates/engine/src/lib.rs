@@ -16,6 +16,7 @@ pub mod bench;
 pub mod config;
 mod decode;
 pub mod float;
+mod huge;
 pub mod io;
 pub mod kernels;
 pub mod kv;

@@ -66,7 +66,7 @@ impl<T: Float> Model<T> {
         Ok(Model {
             cfg,
             layout,
-            params,
+            params: crate::huge::copy_to_huge_pages(params),
             grads: Vec::new(),
             rope,
         })
