@@ -249,6 +249,26 @@ async fn read_body(st: &AppState, body: Body) -> Result<Map<String, Value>, ApiE
     api::parse_body(&bytes)
 }
 
+/// One rate-limit window (RPM or TPM) of a key, for its "limit reached" error.
+struct Window {
+    kind: &'static str,
+    name: &'static str,
+    limit: u64,
+}
+
+impl Window {
+    /// OpenAI's wording: `Rate limit reached for MODEL on WINDOW: Limit L, Used U, Requested R. ...`.
+    fn exceeded(&self, snapshot: &str, used: u64, requested: u64, retry_after_s: f64) -> ApiError {
+        let message = format!(
+            "Rate limit reached for {snapshot} on {}: Limit {}, Used {used}, Requested {requested}. Please try again in {}.",
+            self.name,
+            self.limit,
+            crate::ratelimit::go_duration(retry_after_s)
+        );
+        ApiError::rate_limited(self.kind, message)
+    }
+}
+
 async fn waitlist(State(st): State<Arc<AppState>>, body: Body) -> Response {
     let obj = match read_body(&st, body).await {
         Ok(o) => o,
@@ -456,36 +476,18 @@ fn admit(
         Ok(r) => r,
         Err(denied) => {
             let (kind, err, retry, should_retry, state) = match denied {
-                Denied::Requests { retry_after_s, state } => (
-                    "requests",
-                    ApiError::rate_limited(
-                        "requests",
-                        format!(
-                            "Rate limit reached for {snapshot} on requests per min (RPM): Limit {}, Used {}, Requested 1. Please try again in {}.",
-                            state.limit_requests,
-                            state.limit_requests - state.remaining_requests,
-                            crate::ratelimit::go_duration(retry_after_s)
-                        ),
-                    ),
-                    Some(retry_after_s),
-                    true,
-                    state,
-                ),
-                Denied::Tokens { retry_after_s, requested, state } => (
-                    "tokens",
-                    ApiError::rate_limited(
-                        "tokens",
-                        format!(
-                            "Rate limit reached for {snapshot} on tokens per min (TPM): Limit {}, Used {}, Requested {requested}. Please try again in {}.",
-                            state.limit_tokens,
-                            state.limit_tokens - state.remaining_tokens,
-                            crate::ratelimit::go_duration(retry_after_s)
-                        ),
-                    ),
-                    Some(retry_after_s),
-                    true,
-                    state,
-                ),
+                Denied::Requests { retry_after_s, state } => {
+                    let used = state.limit_requests - state.remaining_requests;
+                    let window = Window { kind: "requests", name: "requests per min (RPM)", limit: state.limit_requests };
+                    let err = window.exceeded(snapshot, used, 1, retry_after_s);
+                    ("requests", err, Some(retry_after_s), true, state)
+                }
+                Denied::Tokens { retry_after_s, requested, state } => {
+                    let used = state.limit_tokens - state.remaining_tokens;
+                    let window = Window { kind: "tokens", name: "tokens per min (TPM)", limit: state.limit_tokens };
+                    let err = window.exceeded(snapshot, used, requested, retry_after_s);
+                    ("tokens", err, Some(retry_after_s), true, state)
+                }
                 Denied::TooLarge { requested, state } => (
                     "tokens",
                     ApiError::rate_limited(

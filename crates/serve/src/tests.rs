@@ -644,6 +644,31 @@ async fn tokens_per_minute_is_exact_under_concurrency() {
 }
 
 #[tokio::test]
+async fn rpm_and_tpm_denials_say_which_limit_in_openai_words() {
+    let h = harness_with(|c| {
+        c.limits.requests_per_minute = 1;
+        c.limits.tokens_per_minute = 1000;
+    });
+    let (s, _, _) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 4}))).await;
+    assert_eq!(s, 200);
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 4}))).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["error"]["type"], "requests");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("on requests per min (RPM): Limit 1, Used 1, Requested 1. Please try again in"), "{message}");
+
+    let h = harness_with(|c| c.limits.tokens_per_minute = 100);
+    let (s, _, _) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 60}))).await;
+    assert_eq!(s, 200);
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 60}))).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["error"]["type"], "tokens");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("on tokens per min (TPM): Limit 100, Used "), "{message}");
+    assert!(message.contains("Please try again in"), "{message}");
+}
+
+#[tokio::test]
 async fn request_larger_than_tpm_is_not_retryable() {
     let h = harness_with(|c| c.limits.tokens_per_minute = 50);
     let (s, headers, v) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 60}))).await;
