@@ -115,6 +115,19 @@ fn a_tiny_ladder_registers_then_verifies() {
         assert!(pt["fraction_of_target"].as_f64().unwrap() <= 0.5, "{pt}");
     }
     assert!(p["extrapolation"].as_f64().unwrap() >= 2.0);
+    // Both candidate laws are recorded with their cross-validation, and the registered law is the chosen one.
+    let sel = &p["selection"];
+    let forms: Vec<&str> = sel["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["form"].as_str().unwrap())
+        .collect();
+    assert_eq!(forms, ["power_plus_offset", "pure_power"], "{sel}");
+    let chosen = sel["chosen"].as_str().unwrap();
+    let chosen_law = &sel["candidates"].as_array().unwrap().iter().find(|c| c["form"] == chosen).unwrap()["law"];
+    assert_eq!(chosen_law, &p["law"]);
+    assert!(!sel["reason"].as_str().unwrap().is_empty());
     assert!(p["created"]["utc"].as_str().unwrap().ends_with('Z'));
     assert!(
         p["capability"]["runs"].as_array().unwrap().len() == 4,
@@ -167,8 +180,25 @@ fn a_tiny_ladder_registers_then_verifies() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("started training"));
 
+    // The hindsight backtest fits the rungs and checks the (now trained) target.
+    let max_fit = points.iter().map(|pt| pt["train_flops"].as_f64().unwrap()).fold(0.0, f64::max);
+    let o = ferrogpt(&["scale", "backtest", "--max-flops", &format!("{max_fit:e}")], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("not a registered prediction") && stdout.contains("\nt "),
+        "{stdout}"
+    );
+
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for needle in ["| `a` | 1 |", "(target)", "figures/loss_p.png", "figures/probe_hindsight.png"] {
+    for needle in [
+        "| `a` | 1 |",
+        "(target)",
+        "figures/loss_p.png",
+        "figures/probe_hindsight.png",
+        "Model selection by forward-chaining cross-validation",
+        "| `L = a·C^b` |",
+    ] {
         assert!(report.contains(needle), "report.md lacks {needle:?}:\n{report}");
     }
     for f in ["loss_p.svg", "loss_p.png", "probe_hindsight.svg", "probe_hindsight.png"] {

@@ -1,8 +1,10 @@
 //! ferrogpt-scaling: predictable scaling. Fits power laws to the final losses
 //! of a ladder of small runs and extrapolates them, with honest intervals.
 //!
-//! Owns: the fitting of `L(C) = a·C^b + c` and of Chinchilla's
-//! `L(N, D) = E + A/N^α + B/D^β` ([`fit`]), and bootstrap prediction intervals;
+//! Owns: the fitting of `L(C) = a·C^b + c` and of the pure power law
+//! `L(C) = a·C^b`, the choice between them by forward-chaining
+//! cross-validation, and of Chinchilla's `L(N, D) = E + A/N^α + B/D^β`
+//! ([`fit`]), and bootstrap prediction intervals;
 //! the ladder TOML and its width-scaling rules ([`ladder`]); driving the sweep
 //! through ferrogpt-train ([`sweep`], [`pipeline`]); registered predictions and
 //! their verification ([`predict`]); per-run capability measurements

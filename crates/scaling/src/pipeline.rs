@@ -140,8 +140,19 @@ pub fn run_ladder(ladder: &Ladder, text: &str, out: &Path, opts: RunOptions) -> 
             &records,
         )?;
         bar.println(&format!(
-            "registered `{}`: target `{}` ({:.2e} FLOPs, {:.0}x beyond the fit) predicted {:.4} bits/byte, 90% interval [{:.4}, {:.4}]",
-            p.name, p.target, p.target_flops, p.extrapolation, p.predicted_bpb, p.interval90[0], p.interval90[1]
+            "registered `{}`: target `{}` ({:.2e} FLOPs, {:.0}x beyond the fit) predicted {:.4} bits/byte, 90% interval [{:.4}, {:.4}], \
+             law `{}`{}",
+            p.name,
+            p.target,
+            p.target_flops,
+            p.extrapolation,
+            p.predicted_bpb,
+            p.interval90[0],
+            p.interval90[1],
+            p.law.formula(),
+            p.selection
+                .as_ref()
+                .map_or(String::new(), |s| format!(" (chosen by cross-validation: {})", s.reason))
         ));
         predictions.push((path, p));
     }

@@ -99,7 +99,7 @@ pub fn loss_figure(svg: &Path, rungs: &[RungPoint], prediction: &Prediction, act
                 BLUE.stroke_width(2),
             ))
             .map_err(|e| plot_err(svg, e))?
-            .label(format!("fit L(C) = {:.3}·C^{:.4} + {:.3}", law.a, law.b, law.c))
+            .label(format!("fit {}", law.formula()))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2)));
         chart
             .draw_series(

@@ -1,6 +1,7 @@
 //! Registered predictions and their verification.
 //!
-//! `prediction.json` is written before the target trains: the fitted law, the
+//! `prediction.json` is written before the target trains: the fitted law (the
+//! form chosen by cross-validation, with both candidates and their scores), the
 //! predicted final loss with a bootstrap 90% interval, the exact fit points,
 //! sha256 of the ladder file and of the data manifest, and the time. Every fit
 //! point must have used at most `max_fraction` of the target's compute; a point
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::capability::CapabilityVerification;
-use crate::fit::{bootstrap_interval, fit_compute_law, fit_data_law, ComputeLaw, DataLaw};
+use crate::fit::{bootstrap_interval_form, fit_data_law, select_compute_law, ComputeLaw, DataLaw, LawSelection};
 use crate::ladder::{Ladder, RunPlan};
 use crate::measure::{register_capability, CapabilityRegistration};
 use crate::sweep::{read_json, rung_points, started_at, write_json, RunRecord, RungPoint, Stamp};
@@ -76,7 +77,13 @@ pub struct Prediction {
     pub created: Stamp,
     pub ladder_sha256: String,
     pub data_manifest_sha256: String,
+    /// The chosen law (see `selection`), fitted on every point.
     pub law: ComputeLaw,
+    /// Both candidate forms, their cross-validation scores and the choice;
+    /// absent in predictions registered before model selection existed, whose
+    /// `law` is always `a·C^b + c`.
+    #[serde(default)]
+    pub selection: Option<LawSelection>,
     pub predicted_bpb: f64,
     /// Bootstrap 90% interval (5th and 95th percentiles) and median.
     pub interval90: [f64; 2],
@@ -213,8 +220,9 @@ pub fn register(input: &RegisterInput, records: &[RunRecord]) -> Result<(Predict
     let all = rung_points(records);
     let chosen = select_points(&all, target_flops, input.max_fraction, input.requested)?;
     let xy: Vec<(f64, f64)> = chosen.iter().map(|p| (p.train_flops, p.val_bpb)).collect();
-    let law = fit_compute_law(&xy)?;
-    let (lo, median, hi) = bootstrap_interval(&xy, target_flops, RESAMPLES, 0)?;
+    let selection = select_compute_law(&xy)?;
+    let law = selection.chosen_law()?;
+    let (lo, median, hi) = bootstrap_interval_form(&xy, selection.chosen, target_flops, RESAMPLES, 0)?;
     let predicted = law.predict(target_flops);
     let max_fit = chosen.iter().map(|p| p.train_flops).fold(0.0, f64::max);
 
@@ -252,6 +260,7 @@ pub fn register(input: &RegisterInput, records: &[RunRecord]) -> Result<(Predict
         ladder_sha256: sha256_hex(input.ladder_text.as_bytes()),
         data_manifest_sha256: sha256_file(input.manifest)?,
         law,
+        selection: Some(selection),
         predicted_bpb: predicted,
         interval90: [lo, hi],
         bootstrap_median: median,
@@ -274,6 +283,77 @@ pub fn register(input: &RegisterInput, records: &[RunRecord]) -> Result<(Predict
     };
     write_json(&path, &prediction)?;
     Ok((prediction, path))
+}
+
+/// One larger run checked against a [`backtest`] fit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BacktestRow {
+    pub run: String,
+    pub train_flops: f64,
+    /// The run's compute over the largest fit point's.
+    pub extrapolation: f64,
+    /// Mean over the run's finished seeds.
+    pub actual_bpb: f64,
+    /// The chosen law's prediction.
+    pub predicted_bpb: f64,
+    pub relative_error: f64,
+    /// Each candidate form's prediction, in [`crate::fit::LawForm::ALL`] order.
+    pub by_form: Vec<(crate::fit::LawForm, Option<f64>)>,
+}
+
+/// A fit on the on-recipe runs at or below `max_flops`, checked against every
+/// larger finished run — a development aid for choosing a ladder or a fitter.
+/// It is hindsight, not a registered prediction: nothing is written, and the
+/// larger runs have already been seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backtest {
+    pub max_flops: f64,
+    pub fit_runs: Vec<String>,
+    pub selection: LawSelection,
+    pub rows: Vec<BacktestRow>,
+}
+
+/// See [`Backtest`]. `records` are finished runs (rungs and targets, any seeds).
+pub fn backtest(records: &[RunRecord], max_flops: f64) -> Result<Backtest, ScalingError> {
+    let all = rung_points(records);
+    let fit: Vec<&RungPoint> = all.iter().filter(|p| p.on_recipe && p.train_flops <= max_flops).collect();
+    if fit.len() < 3 {
+        return Err(ScalingError::Refused(format!(
+            "only {} finished on-recipe runs at or below {max_flops:.3e} FLOPs; the law needs 3",
+            fit.len()
+        )));
+    }
+    let xy: Vec<(f64, f64)> = fit.iter().map(|p| (p.train_flops, p.val_bpb)).collect();
+    let selection = select_compute_law(&xy)?;
+    let law = selection.chosen_law()?;
+    let max_fit = xy.iter().map(|p| p.0).fold(0.0, f64::max);
+    let mut rows: Vec<BacktestRow> = all
+        .iter()
+        .filter(|p| p.on_recipe && p.train_flops > max_flops)
+        .map(|p| {
+            let predicted = law.predict(p.train_flops);
+            BacktestRow {
+                run: p.name.clone(),
+                train_flops: p.train_flops,
+                extrapolation: p.train_flops / max_fit,
+                actual_bpb: p.val_bpb,
+                predicted_bpb: predicted,
+                relative_error: (predicted - p.val_bpb).abs() / p.val_bpb,
+                by_form: selection
+                    .candidates
+                    .iter()
+                    .map(|c| (c.form, c.law.map(|l| l.predict(p.train_flops))))
+                    .collect(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.train_flops.total_cmp(&b.train_flops));
+    Ok(Backtest {
+        max_flops,
+        fit_runs: fit.iter().map(|p| p.name.clone()).collect(),
+        selection,
+        rows,
+    })
 }
 
 /// Compares a finished target with its registered prediction.
@@ -378,6 +458,7 @@ mod tests {
                 c,
                 objective: 0.0,
             },
+            selection: None,
             predicted_bpb: 10.0 * 1e12f64.powf(-0.25) + c,
             interval90: [1.0, 1.02],
             bootstrap_median: 1.01,
@@ -391,6 +472,39 @@ mod tests {
             },
             capability: None,
         }
+    }
+
+    #[test]
+    fn backtest_fits_the_small_runs_and_checks_the_larger_ones() {
+        let law = |c: f64| 30.0 * c.powf(-0.12);
+        let mut records = Vec::new();
+        for (i, c) in [2e9, 3e9, 4.5e9, 7e9, 1e10, 1e11, 1e12].into_iter().enumerate() {
+            for seed in 0..2 {
+                let mut r = crate::sweep::tests_support::record(&format!("r{i}"), law(c) * (1.0 + 0.001 * (seed as f64 - 0.5)));
+                r.seed = seed;
+                r.train_flops = c;
+                records.push(r);
+            }
+        }
+        let b = backtest(&records, 1e10).unwrap();
+        assert_eq!(b.fit_runs, ["r0", "r1", "r2", "r3", "r4"]);
+        let runs: Vec<&str> = b.rows.iter().map(|r| r.run.as_str()).collect();
+        assert_eq!(runs, ["r5", "r6"]);
+        assert!((b.rows[1].extrapolation - 100.0).abs() < 1e-9);
+        for row in &b.rows {
+            assert!(row.relative_error < 0.01, "{row:?}");
+            assert_eq!(row.by_form.len(), 2);
+        }
+        assert!(backtest(&records, 3e9).unwrap_err().to_string().contains("only 2"));
+    }
+
+    #[test]
+    fn a_prediction_registered_before_model_selection_still_loads() {
+        let mut json = serde_json::to_value(prediction(1.0)).unwrap();
+        json.as_object_mut().unwrap().remove("selection");
+        let old: Prediction = serde_json::from_value(json).unwrap();
+        assert_eq!(old.selection, None);
+        assert_eq!(old, prediction(1.0));
     }
 
     #[test]

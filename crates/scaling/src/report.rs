@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::capability::CapabilityVerification;
+use crate::fit::LawSelection;
 use crate::ladder::Ladder;
 use crate::measure::{CapabilityRegistration, RunCapability, CAPABILITY_FILE};
 use crate::plot;
@@ -143,12 +144,10 @@ pub fn write_report(ladder: &Ladder, out: &Path) -> Result<PathBuf, ScalingError
             let name = png.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let _ = writeln!(
                 t,
-                "### `{}`\n\nFit `L(C) = {:.4}·C^{:.5} + {:.4}` on {} rungs ({}), registered {} \
+                "### `{}`\n\nFit `{}` on {} rungs ({}), registered {} \
                  (ladder sha256 `{}`, data manifest sha256 `{}`).{}\n",
                 p.name,
-                p.law.a,
-                p.law.b,
-                p.law.c,
+                p.law.formula(),
                 p.points.len(),
                 p.points.iter().map(|x| format!("`{}`", x.rung)).collect::<Vec<_>>().join(", "),
                 p.created.utc,
@@ -159,6 +158,9 @@ pub fn write_report(ladder: &Ladder, out: &Path) -> Result<PathBuf, ScalingError
                     _ => "",
                 }
             );
+            if let Some(sel) = &p.selection {
+                selection_section(&mut t, sel, p.target_flops);
+            }
             match (&p.chinchilla.law, p.chinchilla.predicted_bpb) {
                 (Some(l), Some(pred)) => {
                     let _ = writeln!(
@@ -314,6 +316,49 @@ fn capability_section(
     )?;
     let _ = writeln!(t, "\n![capability vs compute]({FIGURES_DIR}/{})\n", file_name(&png));
     Ok(())
+}
+
+/// Both candidate compute laws, their forward-chaining cross-validation and
+/// the choice, so a reader can see why the registered law has the form it has.
+fn selection_section(t: &mut String, sel: &LawSelection, target_flops: f64) {
+    let _ = writeln!(
+        t,
+        "Model selection by forward-chaining cross-validation: each form is refitted on the runs below each of the largest \
+         distinct compute values in turn and scored by the mean |ln(predicted/actual)| on the held-out larger runs.\n"
+    );
+    let _ = writeln!(
+        t,
+        "| form | fit on every point | prediction at target | CV folds (held out from: error) | CV score | chosen |\n|---|---|---:|---|---:|:---:|"
+    );
+    for c in &sel.candidates {
+        let (fit, pred) = match (&c.law, &c.fit_error) {
+            (Some(l), _) => (format!("`{}`", l.formula()), format!("{:.4}", l.predict(target_flops))),
+            (None, e) => (format!("failed: {}", e.as_deref().unwrap_or("unknown")), "—".into()),
+        };
+        let folds = if c.folds.is_empty() {
+            "none".to_string()
+        } else {
+            c.folds
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{:.2e}: {}",
+                        f.held_out_from,
+                        f.error.map_or("fit failed".to_string(), |e| format!("{:.2}%", e * 100.0))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let _ = writeln!(
+            t,
+            "| `{}` | {fit} | {pred} | {folds} | {} | {} |",
+            c.form.formula(),
+            c.cv_score.map_or("—".to_string(), |s| format!("{:.3}%", s * 100.0)),
+            if c.form == sel.chosen { "yes" } else { "" }
+        );
+    }
+    let _ = writeln!(t, "\nChose `{}`: {}.\n", sel.chosen.formula(), sel.reason);
 }
 
 /// Figure 3: the hindsight-neglect probe's accuracy across the ladder.

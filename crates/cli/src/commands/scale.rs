@@ -8,7 +8,7 @@ use ferrogpt_scaling::ladder::{preset_text, Ladder, PRESETS};
 use ferrogpt_scaling::pipeline::{bind_ladder, load_bound, run_ladder, train_target, verify_registered, RunOptions};
 use ferrogpt_scaling::predict::{register, RegisterInput};
 use ferrogpt_scaling::report::write_report;
-use ferrogpt_scaling::sweep::{finished_rungs, prepare_data, LadderBar};
+use ferrogpt_scaling::sweep::{finished, finished_rungs, prepare_data, LadderBar};
 
 #[derive(clap::Subcommand)]
 pub enum ScaleCommand {
@@ -22,6 +22,19 @@ pub enum ScaleCommand {
     Report(ReportArgs),
     /// Print a ladder's runs (shapes, tokens, FLOPs) without training anything
     Plan(LadderArg),
+    /// Hindsight check (not a registered prediction): fit the finished runs at or below
+    /// --max-flops with model selection and compare with every larger finished run
+    Backtest(BacktestArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BacktestArgs {
+    /// A folder `ferrogpt scale run` wrote
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Fit on the on-recipe runs with at most this many training FLOPs
+    #[arg(long)]
+    pub max_flops: f64,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +136,7 @@ pub fn run(cmd: ScaleCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ScaleCommand::Plan(a) => plan(a),
+        ScaleCommand::Backtest(a) => backtest(a),
     }
 }
 
@@ -306,6 +320,57 @@ fn plan(a: LadderArg) -> anyhow::Result<()> {
                 fit.len()
             );
         }
+    }
+    Ok(())
+}
+
+fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.max_flops > 0.0, "--max-flops {} must be positive", a.max_flops);
+    let (ladder, _) = load_bound(&a.out)?;
+    let mut records = finished_rungs(&ladder, &a.out)?;
+    for t in &ladder.targets {
+        records.extend(finished(&a.out, &t.name, 0)?);
+    }
+    let b = ferrogpt_scaling::predict::backtest(&records, a.max_flops)?;
+    println!(
+        "hindsight fit (not a registered prediction) on {} runs <= {:.3e} FLOPs: {}",
+        b.fit_runs.len(),
+        b.max_flops,
+        b.fit_runs.join(", ")
+    );
+    for c in &b.selection.candidates {
+        println!(
+            "  {:<14} {}  CV score {}  residual RMS {}{}",
+            c.form.formula(),
+            c.law.map_or_else(
+                || format!("fit failed: {}", c.fit_error.as_deref().unwrap_or("unknown")),
+                |l| format!("a {:.4} b {:.5} c {:.4}", l.a, l.b, l.c)
+            ),
+            c.cv_score.map_or("n/a".into(), |s| format!("{:.3}%", s * 100.0)),
+            c.residual_rms.map_or("n/a".into(), |s| format!("{:.3}%", s * 100.0)),
+            if c.form == b.selection.chosen { "  (chosen)" } else { "" }
+        );
+    }
+    println!("  chosen because {}", b.selection.reason);
+    println!(
+        "{:<12} {:>10} {:>8} {:>8} {:>9} {:>8}   by form",
+        "run", "FLOPs", "extrap", "actual", "predicted", "error"
+    );
+    for r in &b.rows {
+        println!(
+            "{:<12} {:>10.3e} {:>7.0}x {:>8.4} {:>9.4} {:>7.2}%   {}",
+            r.run,
+            r.train_flops,
+            r.extrapolation,
+            r.actual_bpb,
+            r.predicted_bpb,
+            r.relative_error * 100.0,
+            r.by_form
+                .iter()
+                .map(|(f, p)| format!("{}: {}", f.formula(), p.map_or("n/a".into(), |p| format!("{p:.4}"))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }
