@@ -655,7 +655,10 @@ async fn rpm_and_tpm_denials_say_which_limit_in_openai_words() {
     assert_eq!(s, 429);
     assert_eq!(v["error"]["type"], "requests");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("on requests per min (RPM): Limit 1, Used 1, Requested 1. Please try again in"), "{message}");
+    assert!(
+        message.contains("on requests per min (RPM): Limit 1, Used 1, Requested 1. Please try again in"),
+        "{message}"
+    );
 
     let h = harness_with(|c| c.limits.tokens_per_minute = 100);
     let (s, _, _) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 60}))).await;
