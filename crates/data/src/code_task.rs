@@ -93,26 +93,85 @@ pub fn is_heldout(task: &CodeTask) -> bool {
 /// of already-used functions (with other shown examples) fill the list. Returns fewer than
 /// `count` only if the scan of `SCAN_PER_TASK * count` indices finds no more distinct prompts.
 pub fn heldout_tasks(seed: u64, count: usize) -> Vec<CodeTask> {
-    let limit = SCAN_PER_TASK * count as u64 + 10_000;
     let mut prompts = std::collections::HashSet::new();
-    let mut per_function: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    scan_heldout(seed, count, |_| true, MAX_TASKS_PER_FUNCTION, &mut prompts)
+}
+
+/// Families of the easy tier of [`tiered_heldout_tasks`]: answers of one to three tokens
+/// (a constant, a shift or a scale of `x`, one clamp, one `abs`) that the smallest models of a
+/// ladder can hit by sampling, unlike the two-operation families.
+pub const EASY_FAMILIES: &[&str] = &["const", "identity", "shift", "scale", "clamp", "abs"];
+/// Held-out tasks sharing one reference in the easy tier: its families have only a handful of
+/// held-out functions (two constants, one shift, three scales, one clamp, one `abs` under seed
+/// 0), so the tier shows each function with several different example sets.
+pub const MAX_EASY_TASKS_PER_FUNCTION: usize = 4;
+
+/// A task list of two difficulty tiers for capability fits whose smallest models are tiny:
+/// first up to `easy` held-out tasks of the [`EASY_FAMILIES`] (at most
+/// [`MAX_EASY_TASKS_PER_FUNCTION`] per function, fewer if the held-out pool runs out), then
+/// `count` tasks of [`heldout_tasks`] with prompts distinct from the easy tier's. Both tiers are
+/// held out of training exactly like [`heldout_tasks`]; the tier only changes which held-out
+/// tasks are measured, and each task keeps its [`CodeTask::family`] as its difficulty label.
+/// With `easy == 0` this is [`heldout_tasks`].
+pub fn tiered_heldout_tasks(seed: u64, easy: usize, count: usize) -> Vec<CodeTask> {
+    let mut prompts = std::collections::HashSet::new();
+    let mut out = if easy == 0 {
+        Vec::new()
+    } else {
+        scan_heldout_capped(
+            seed,
+            easy,
+            |t| EASY_FAMILIES.contains(&t.family.as_str()),
+            MAX_EASY_TASKS_PER_FUNCTION,
+            &mut prompts,
+        )
+    };
+    out.extend(scan_heldout(seed, count, |_| true, MAX_TASKS_PER_FUNCTION, &mut prompts));
+    out
+}
+
+/// Held-out tasks passing `keep`, at most `per_function` per reference, with prompts not yet
+/// in `prompts` (which collects the chosen ones); never exceeds the cap, so it may return fewer.
+fn scan_heldout_capped(
+    seed: u64,
+    count: usize,
+    keep: impl Fn(&CodeTask) -> bool,
+    per_function: usize,
+    prompts: &mut std::collections::HashSet<String>,
+) -> Vec<CodeTask> {
+    let limit = SCAN_PER_TASK * count as u64 + 10_000;
+    let mut uses: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(count);
-    for capped in [true, false] {
-        for index in 0..limit {
-            if out.len() == count {
-                return out;
-            }
-            let task = code_task_at(seed, index);
-            if !is_heldout(&task) || prompts.contains(&task.prompt) {
-                continue;
-            }
-            let uses = per_function.entry(task.reference.clone()).or_insert(0);
-            if !capped || *uses < MAX_TASKS_PER_FUNCTION {
-                *uses += 1;
-                prompts.insert(task.prompt.clone());
-                out.push(task);
-            }
+    for index in 0..limit {
+        if out.len() == count {
+            break;
         }
+        let task = code_task_at(seed, index);
+        if !is_heldout(&task) || !keep(&task) || prompts.contains(&task.prompt) {
+            continue;
+        }
+        let n = uses.entry(task.reference.clone()).or_insert(0);
+        if *n < per_function {
+            *n += 1;
+            prompts.insert(task.prompt.clone());
+            out.push(task);
+        }
+    }
+    out
+}
+
+/// As [`scan_heldout_capped`], then lifts the cap to fill the list (see [`heldout_tasks`]).
+fn scan_heldout(
+    seed: u64,
+    count: usize,
+    keep: impl Fn(&CodeTask) -> bool,
+    per_function: usize,
+    prompts: &mut std::collections::HashSet<String>,
+) -> Vec<CodeTask> {
+    let mut out = scan_heldout_capped(seed, count, &keep, per_function, prompts);
+    if out.len() < count {
+        let more = scan_heldout_capped(seed, count - out.len(), &keep, usize::MAX, prompts);
+        out.extend(more);
     }
     out
 }
@@ -596,6 +655,32 @@ mod tests {
         let neg = Expr::Neg(Box::new(x_minus(3)));
         assert_eq!(neg.render(), "-(x - 3)");
         assert_eq!(parse(&neg.render()).unwrap().eval(5), Some(-2));
+    }
+
+    #[test]
+    fn tiers_are_held_out_distinct_and_deterministic() {
+        let plain = heldout_tasks(0, 40);
+        assert_eq!(tiered_heldout_tasks(0, 0, 40), plain);
+        let tiered = tiered_heldout_tasks(0, 24, 40);
+        assert_eq!(tiered, tiered_heldout_tasks(0, 24, 40));
+        assert_eq!(tiered.len(), 64);
+        let (easy, rest) = tiered.split_at(24);
+        assert!(rest.iter().all(|t| !easy.contains(t)));
+        assert!(easy.iter().all(|t| EASY_FAMILIES.contains(&t.family.as_str())));
+        assert!(tiered.iter().all(is_heldout));
+        let prompts: std::collections::HashSet<&str> = tiered.iter().map(|t| t.prompt.as_str()).collect();
+        assert_eq!(prompts.len(), tiered.len());
+        let mut per_function = std::collections::HashMap::new();
+        for t in easy {
+            *per_function.entry(t.reference.as_str()).or_insert(0) += 1;
+        }
+        assert!(per_function.values().all(|&n| n <= MAX_EASY_TASKS_PER_FUNCTION));
+        // The general tier keeps the plain order, skipping prompts the easy tier took.
+        let shared: Vec<&CodeTask> = plain.iter().filter(|t| rest.contains(t)).collect();
+        assert_eq!(shared, rest.iter().take(shared.len()).collect::<Vec<_>>());
+        // The easy pool is small: asking for more than it holds returns what exists.
+        let all_easy = tiered_heldout_tasks(0, 200, 0);
+        assert!(all_easy.len() < 200 && all_easy.len() >= 24, "{}", all_easy.len());
     }
 
     #[test]

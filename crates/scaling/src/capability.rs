@@ -63,9 +63,8 @@ impl PassRates {
 }
 
 /// Samples `samples` completions of every task at `temperature` and counts those that pass
-/// ([`check_completion`]). Completions are decoded in batches sharing one KV cache and stop at
-/// a newline, `<|end|>`, or a budget of twice the reference's length in tokens plus four.
-/// Deterministic for a given `seed`, model and task list.
+/// ([`check_completion`]). Deterministic for a given `seed`, model and task list; see
+/// [`sample_completions`] for how completions are decoded.
 pub fn measure_pass_rates(
     model: &LocalModel,
     tasks: &[CodeTask],
@@ -73,6 +72,29 @@ pub fn measure_pass_rates(
     temperature: f32,
     seed: u64,
 ) -> Result<PassRates, ScalingError> {
+    let completions = sample_completions(model, tasks, samples, temperature, seed)?;
+    Ok(PassRates {
+        task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
+        samples,
+        passes: tasks
+            .iter()
+            .zip(&completions)
+            .map(|(t, cs)| cs.iter().filter(|c| check_completion(t, c)).count())
+            .collect(),
+    })
+}
+
+/// `samples` completions of every task at `temperature`, per task in order. Completions are
+/// decoded in batches sharing one KV cache and stop at a newline (not included), `<|end|>`, or
+/// a budget of twice the reference's length in tokens plus four. Deterministic for a given
+/// `seed`, model and task list.
+pub fn sample_completions(
+    model: &LocalModel,
+    tasks: &[CodeTask],
+    samples: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<Vec<Vec<String>>, ScalingError> {
     if samples == 0 {
         return Err(ScalingError::Capability("samples must be at least 1".into()));
     }
@@ -86,15 +108,11 @@ pub fn measure_pass_rates(
     let indexed: Vec<usize> = (0..tasks.len()).collect();
     // Batches run one after another: the engine already spreads each step over every core, and
     // nesting a rayon loop around its parallel decode step measured no faster.
-    let counts: Vec<Vec<usize>> = indexed
+    let texts: Vec<Vec<Vec<String>>> = indexed
         .chunks(per_batch)
-        .map(|batch| sample_batch(model, tasks, &prompts, batch, samples, temperature, seed))
+        .map(|batch| sample_batch(model, &prompts, batch, samples, temperature, seed))
         .collect::<Result<_, _>>()?;
-    Ok(PassRates {
-        task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
-        samples,
-        passes: counts.into_iter().flatten().collect(),
-    })
+    Ok(texts.into_iter().flatten().collect())
 }
 
 /// A task's tokenized model input and completion budget.
@@ -134,16 +152,15 @@ struct Slot {
     done: bool,
 }
 
-/// Decodes every sample of the tasks in `batch` together; returns their pass counts in order.
+/// Decodes every sample of the tasks in `batch` together; returns their completions in order.
 fn sample_batch(
     model: &LocalModel,
-    tasks: &[CodeTask],
     prompts: &[Prompt],
     batch: &[usize],
     samples: usize,
     temperature: f32,
     seed: u64,
-) -> Result<Vec<usize>, ScalingError> {
+) -> Result<Vec<Vec<String>>, ScalingError> {
     let engine = model.model();
     let tok = model.tokenizer();
     let end = tok.special_id(Special::End);
@@ -218,10 +235,12 @@ fn sample_batch(
             .collect();
         engine.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits)?;
     }
-    Ok(batch
-        .iter()
-        .map(|&t| slots.iter().filter(|s| s.task == t && check_completion(&tasks[t], &s.text)).count())
-        .collect())
+    let mut out: Vec<Vec<String>> = vec![Vec::with_capacity(samples); batch.len()];
+    // Slots were created task by task in batch order, `samples` per task.
+    for (i, slot) in slots.into_iter().enumerate() {
+        out[i / samples].push(slot.text);
+    }
+    Ok(out)
 }
 
 /// `y = α·C^(−k)`, the law of `−E[log pass_rate]` in training compute `C`.
@@ -361,6 +380,23 @@ pub struct CapabilityVerification {
     pub missing_tasks: usize,
 }
 
+/// `points` with the runs of equal compute merged: passes and samples summed per task.
+fn pool_seeds(points: &[(f64, PassRates)]) -> Vec<(f64, PassRates)> {
+    let mut pooled: Vec<(f64, PassRates)> = Vec::new();
+    for (c, rates) in points {
+        match pooled.iter_mut().find(|(pc, _)| (pc - c).abs() <= 1e-9 * pc) {
+            Some((_, p)) => {
+                p.samples += rates.samples;
+                for (sum, n) in p.passes.iter_mut().zip(&rates.passes) {
+                    *sum += n;
+                }
+            }
+            None => pooled.push((*c, rates.clone())),
+        }
+    }
+    pooled
+}
+
 /// Fits the capability laws to `(training compute, pass rates)` of several models measured on
 /// the same tasks, with `buckets` difficulty buckets.
 pub fn fit_capability(points: &[(f64, PassRates)], buckets: usize) -> Result<CapabilityFit, ScalingError> {
@@ -380,6 +416,11 @@ pub fn fit_capability(points: &[(f64, PassRates)], buckets: usize) -> Result<Cap
             )));
         }
     }
+    // Seeds of one rung are one model size: pooled, "solved at least once" and every pass
+    // rate are per training compute, and a rung's seeds do not each have to guess the same
+    // lucky answers.
+    let pooled = pool_seeds(points);
+    let points = pooled.as_slice();
     let min_c = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
     let max_c = points.iter().map(|p| p.0).fold(0.0, f64::max);
     if max_c <= min_c * (1.0 + 1e-9) {
@@ -393,7 +434,7 @@ pub fn fit_capability(points: &[(f64, PassRates)], buckets: usize) -> Result<Cap
             kept.len()
         )));
     }
-    // Difficulty from the smallest compute (several seeds there are averaged).
+    // Difficulty from the smallest compute.
     let smallest: Vec<&PassRates> = points.iter().filter(|p| p.0 <= min_c * (1.0 + 1e-9)).map(|p| &p.1).collect();
     let small_rate = |t: usize| smallest.iter().map(|r| r.pass_rate(t)).sum::<f64>() / smallest.len() as f64;
     let mut order = kept.clone();
@@ -620,6 +661,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn seeds_of_one_compute_are_pooled_before_the_solved_at_least_once_filter() {
+        let d: Vec<f64> = (0..6).map(|t| 40.0 + 40.0 * t as f64).collect();
+        let mut points: Vec<(f64, PassRates)> = [1e9, 1e10, 1e11].iter().map(|&c| (c, law_rates(c, &d, 0.3))).collect();
+        // At 1e9 two seeds: the first never solves task 2, the second never solves task 3.
+        let mut seed2 = points[0].1.clone();
+        points[0].1.passes[2] = 0;
+        seed2.passes[3] = 0;
+        points.push((1e9, seed2));
+        let fit = fit_capability(&points, 1).unwrap();
+        assert_eq!(fit.tasks_dropped, 0, "each task is solved by some seed of every compute");
+        assert_eq!(fit.fit_compute, [1e9, 1e10, 1e11]);
+        // A task no seed of some compute solves is still dropped.
+        points[3].1.passes[2] = 0;
+        points[1].1.passes[4] = 0;
+        let fit = fit_capability(&points, 1).unwrap();
+        assert_eq!(fit.tasks_dropped, 2);
+    }
+
+    #[test]
     fn results_round_trip_through_json() {
         let d: Vec<f64> = (0..8).map(|t| 30.0 + 30.0 * t as f64).collect();
         let points: Vec<(f64, PassRates)> = [1e9, 1e10, 1e11].iter().map(|&c| (c, law_rates(c, &d, 0.2))).collect();
@@ -653,6 +713,14 @@ pub(crate) mod tests {
         assert_eq!((r.samples, r.passes.len()), (3, 6));
         assert!(r.passes.iter().all(|&p| p <= 3));
         assert_eq!(measure_pass_rates(&model, &tasks, 3, 1.0, 11).unwrap(), r);
+        // The counts are those of the completions, which are newline-free and grouped by task.
+        let texts = sample_completions(&model, &tasks, 3, 1.0, 11).unwrap();
+        assert_eq!(texts.len(), 6);
+        for ((task, cs), &p) in tasks.iter().zip(&texts).zip(&r.passes) {
+            assert_eq!(cs.len(), 3);
+            assert!(cs.iter().all(|c| !c.contains('\n')));
+            assert_eq!(cs.iter().filter(|c| check_completion(task, c)).count(), p);
+        }
         assert!(measure_pass_rates(&model, &tasks, 0, 1.0, 11).is_err());
         assert!(measure_pass_rates(&model, &tasks, 3, 0.0, 11).is_err());
     }

@@ -212,7 +212,12 @@ pub struct PredictionSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitySpec {
+    /// Held-out tasks of the general tier (every family).
     pub tasks: usize,
+    /// Held-out tasks of the easy tier measured before the general ones
+    /// ([`ferrogpt_data::code_task::tiered_heldout_tasks`]): what the smallest rungs can solve.
+    #[serde(default)]
+    pub easy_tasks: usize,
     pub samples: usize,
     #[serde(default = "default_temperature")]
     pub temperature: f32,

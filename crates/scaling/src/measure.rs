@@ -36,7 +36,7 @@ pub fn measure_run(spec: &CapabilitySpec, out: &Path, record: &RunRecord) -> Res
     }
     let t = std::time::Instant::now();
     let model = LocalModel::load(&record.run_dir.join(ferrogpt_train::trainer::MODEL_DIR))?;
-    let tasks = ferrogpt_data::code_task::heldout_tasks(spec.seed, spec.tasks);
+    let tasks = ferrogpt_data::code_task::tiered_heldout_tasks(spec.seed, spec.easy_tasks, spec.tasks);
     // The same sampling seed for every run: differences come from the models.
     let pass_rates = measure_pass_rates(&model, &tasks, spec.samples, spec.temperature, spec.seed)?;
     let (probe, probe_shots) = if spec.probe_items > 0 {
