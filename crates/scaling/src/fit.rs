@@ -523,6 +523,11 @@ impl Gradient for DataProblem<'_> {
     }
 }
 
+/// Largest exponent accepted in `L(N, D)`: published fits find α, β ≈ 0.3; an
+/// exponent far above 1 means the runs' N and D moved together (20 tokens per
+/// parameter everywhere) and the optimiser traded one term for the other.
+const MAX_DATA_EXPONENT: f64 = 2.0;
+
 /// Fits Chinchilla's `L(N, D)` to `(params, tokens, loss)` points, from the
 /// grid of starts Hoffmann et al. used (scaled down).
 pub fn fit_data_law(points: &[(f64, f64, f64)]) -> Result<DataLaw, ScalingError> {
@@ -542,6 +547,14 @@ pub fn fit_data_law(points: &[(f64, f64, f64)]) -> Result<DataLaw, ScalingError>
         }
     }
     let (p, objective) = best_of(|| DataProblem { pts: &pts }, starts)?;
+    for (name, exponent) in [("alpha", p[2]), ("beta", p[4])] {
+        if !(exponent > 0.0 && exponent <= MAX_DATA_EXPONENT) {
+            return Err(ScalingError::Optimiser(format!(
+                "degenerate fit: exponent {name} = {exponent:.3} is outside (0, {MAX_DATA_EXPONENT}]; \
+                 these runs cannot tell the effect of parameters from that of tokens"
+            )));
+        }
+    }
     Ok(DataLaw {
         e: p[0].exp(),
         a: p[1].exp(),
@@ -555,6 +568,20 @@ pub fn fit_data_law(points: &[(f64, f64, f64)]) -> Result<DataLaw, ScalingError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_law_with_an_absurd_exponent_is_refused() {
+        // Every run at 20 tokens per parameter and a loss far steeper in N than any real law:
+        // the only fits put an exponent near 3 on N or on D.
+        let points: Vec<(f64, f64, f64)> = (0..8)
+            .map(|i| {
+                let n = 1e3 * 2f64.powi(i);
+                (n, 20.0 * n, 1.0 + 1e9 * n.powf(-3.0))
+            })
+            .collect();
+        let err = fit_data_law(&points).unwrap_err().to_string();
+        assert!(err.contains("degenerate fit"), "{err}");
+    }
 
     #[test]
     fn recovers_a_known_compute_law_from_noisy_points() {
