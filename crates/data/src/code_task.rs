@@ -94,7 +94,7 @@ pub fn is_heldout(task: &CodeTask) -> bool {
 /// `count` only if the scan of `SCAN_PER_TASK * count` indices finds no more distinct prompts.
 pub fn heldout_tasks(seed: u64, count: usize) -> Vec<CodeTask> {
     let mut prompts = std::collections::HashSet::new();
-    scan_heldout(seed, count, |_| true, MAX_TASKS_PER_FUNCTION, &mut prompts)
+    fill_heldout(seed, count, &mut prompts)
 }
 
 /// Families of the easy tier of [`tiered_heldout_tasks`]: answers of one to three tokens
@@ -126,7 +126,7 @@ pub fn tiered_heldout_tasks(seed: u64, easy: usize, count: usize) -> Vec<CodeTas
             &mut prompts,
         )
     };
-    out.extend(scan_heldout(seed, count, |_| true, MAX_TASKS_PER_FUNCTION, &mut prompts));
+    out.extend(fill_heldout(seed, count, &mut prompts));
     out
 }
 
@@ -160,17 +160,13 @@ fn scan_heldout_capped(
     out
 }
 
-/// As [`scan_heldout_capped`], then lifts the cap to fill the list (see [`heldout_tasks`]).
-fn scan_heldout(
-    seed: u64,
-    count: usize,
-    keep: impl Fn(&CodeTask) -> bool,
-    per_function: usize,
-    prompts: &mut std::collections::HashSet<String>,
-) -> Vec<CodeTask> {
-    let mut out = scan_heldout_capped(seed, count, &keep, per_function, prompts);
+/// `count` held-out tasks with prompts not yet in `prompts`: at most
+/// [`MAX_TASKS_PER_FUNCTION`] per reference first, then the cap is lifted to fill the list
+/// (see [`heldout_tasks`]).
+fn fill_heldout(seed: u64, count: usize, prompts: &mut std::collections::HashSet<String>) -> Vec<CodeTask> {
+    let mut out = scan_heldout_capped(seed, count, |_| true, MAX_TASKS_PER_FUNCTION, prompts);
     if out.len() < count {
-        let more = scan_heldout_capped(seed, count - out.len(), &keep, usize::MAX, prompts);
+        let more = scan_heldout_capped(seed, count - out.len(), |_| true, usize::MAX, prompts);
         out.extend(more);
     }
     out
