@@ -11,6 +11,21 @@ use crate::ScalingError;
 
 const SIZE: (u32, u32) = (900, 600);
 
+/// The series labels of a figure, in its upper-right corner.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, svg: &Path) -> Result<(), ScalingError>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| plot_err(svg, e))
+}
+
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> ScalingError {
     ScalingError::File {
         path: path.to_path_buf(),
@@ -140,13 +155,7 @@ pub fn loss_figure(svg: &Path, rungs: &[RungPoint], prediction: &Prediction, act
                 .label(format!("target, actual {a:.4}"))
                 .legend(|(x, y)| TriangleMarker::new((x + 9, y), 6, GREEN.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| plot_err(svg, e))?;
+        draw_legend(&mut chart, svg)?;
         root.present().map_err(|e| plot_err(svg, e))?;
     }
     svg_to_png(svg)
@@ -224,13 +233,7 @@ pub fn series_figure(
                 .label(label.to_string())
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.6)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| plot_err(svg, e))?;
+        draw_legend(&mut chart, svg)?;
         root.present().map_err(|e| plot_err(svg, e))?;
     }
     svg_to_png(svg)
