@@ -138,6 +138,12 @@ fn a_tiny_ladder_registers_then_verifies() {
         assert!(rung[key].as_f64().unwrap() > 0.0, "{key}: {rung}");
     }
     assert!(out.join("runs/a/seed1/capability.json").exists());
+    // Exact pass probabilities give every task a finite log pass rate, even on these tiny
+    // models that never pass a sample: the capability law is fitted and registered.
+    let cap_fit = &p["capability"]["fit"];
+    assert_eq!(cap_fit["tasks_measured"], 6, "{}", p["capability"]);
+    assert!(cap_fit["aggregate"]["law"]["k"].as_f64().unwrap().is_finite());
+    assert!(p["capability"]["prediction"]["aggregate"]["mean_log_pass_rate"].as_f64().unwrap() < 0.0);
 
     // A fit point above the fraction is refused by name, and too few points are refused.
     let o = ferrogpt(
@@ -189,6 +195,11 @@ fn a_tiny_ladder_registers_then_verifies() {
         stdout.contains("not a registered prediction") && stdout.contains("\nt "),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("capability: -E[log pass rate]") && stdout.contains("\nt/seed0 "),
+        "{stdout}"
+    );
+    assert!(v["capability"]["relative_error"].as_f64().unwrap().is_finite(), "{v}");
 
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [

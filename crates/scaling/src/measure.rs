@@ -32,7 +32,11 @@ pub struct RunCapability {
 pub fn measure_run(spec: &CapabilitySpec, out: &Path, record: &RunRecord) -> Result<RunCapability, ScalingError> {
     let path = run_dir(out, &record.name, record.seed).join(CAPABILITY_FILE);
     if path.exists() {
-        return read_json(&path);
+        let saved: RunCapability = read_json(&path)?;
+        // Measurements from before the exact pass-probability estimator are measured again.
+        if saved.pass_rates.is_complete() {
+            return Ok(saved);
+        }
     }
     let t = std::time::Instant::now();
     let model = LocalModel::load(&record.run_dir.join(ferrogpt_train::trainer::MODEL_DIR))?;
@@ -125,4 +129,62 @@ pub fn verify_capability(
         }
         _ => Ok(None),
     }
+}
+
+/// One larger run checked against a [`capability_backtest`] fit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityBacktestRow {
+    /// `name/seed<n>`.
+    pub run: String,
+    pub train_flops: f64,
+    /// The run's compute over the largest fitted run's.
+    pub extrapolation: f64,
+    pub check: CapabilityVerification,
+}
+
+/// The capability fit on the runs at or below `max_flops`, checked against every larger
+/// run: hindsight, like [`crate::predict::backtest`], not a registered prediction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityBacktest {
+    pub max_flops: f64,
+    pub fit_runs: Vec<String>,
+    pub fit: CapabilityFit,
+    pub rows: Vec<CapabilityBacktestRow>,
+}
+
+/// See [`CapabilityBacktest`]. Measures every on-recipe run of `records` that has no
+/// measurement yet; `None` when the ladder measures no capability.
+pub fn capability_backtest(
+    ladder: &Ladder,
+    out: &Path,
+    records: &[RunRecord],
+    max_flops: f64,
+) -> Result<Option<CapabilityBacktest>, ScalingError> {
+    let Some(spec) = &ladder.capability else {
+        return Ok(None);
+    };
+    let mut measured: Vec<(&RunRecord, PassRates)> = Vec::new();
+    for r in records.iter().filter(|r| r.on_recipe) {
+        measured.push((r, measure_run(spec, out, r)?.pass_rates));
+    }
+    let (fitted, larger): (Vec<_>, Vec<_>) = measured.into_iter().partition(|(r, _)| r.train_flops <= max_flops);
+    let points: Vec<(f64, PassRates)> = fitted.iter().map(|(r, p)| (r.train_flops, p.clone())).collect();
+    let fit = fit_capability(&points, spec.buckets)?;
+    let max_fit = fit.fit_compute.iter().copied().fold(0.0, f64::max);
+    let mut rows: Vec<CapabilityBacktestRow> = larger
+        .iter()
+        .map(|(r, rates)| CapabilityBacktestRow {
+            run: format!("{}/seed{}", r.name, r.seed),
+            train_flops: r.train_flops,
+            extrapolation: r.train_flops / max_fit,
+            check: fit.verify(r.train_flops, rates),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.train_flops.total_cmp(&b.train_flops));
+    Ok(Some(CapabilityBacktest {
+        max_flops,
+        fit_runs: fitted.iter().map(|(r, _)| format!("{}/seed{}", r.name, r.seed)).collect(),
+        fit,
+        rows,
+    }))
 }

@@ -262,7 +262,10 @@ fn capability_section(
     };
     let _ = writeln!(
         t,
-        "{} tasks measured, {} dropped (not solved at least once by every fitted run).\n",
+        "{} tasks measured, {} dropped (no passing probability under some fitted run). A task's pass rate is p̂, the exact \
+         probability that sampling at the ladder's temperature writes its reference or one of the distinct passing completions \
+         the samples found, then stops: a lower bound of the pass rate with no sampling noise, finite for the smallest models \
+         (crates/scaling/src/capability.rs).\n",
         fit.tasks_measured, fit.tasks_dropped
     );
     let _ = writeln!(
@@ -373,7 +376,8 @@ fn probe_section(t: &mut String, fig_dir: &Path, out: &Path, rungs: &[RunRecord]
             continue;
         }
         let c: RunCapability = read_json(&path)?;
-        rows.push((r.name.clone(), r.seed, r.train_flops, c.mean_pass_rate, c.probe.clone()));
+        let log_p = c.pass_rates.mean_log_pass_rate();
+        rows.push((r.name.clone(), r.seed, r.train_flops, c.mean_pass_rate, log_p, c.probe.clone()));
         if let Some(p) = c.probe {
             chance = Some(p.chance);
             if is_target {
@@ -389,12 +393,13 @@ fn probe_section(t: &mut String, fig_dir: &Path, out: &Path, rungs: &[RunRecord]
     let _ = writeln!(t, "## Capability measurements per run\n");
     let _ = writeln!(
         t,
-        "| run | seed | FLOPs | mean pass rate | probe accuracy (90% CI) |\n|---|---:|---:|---:|---|"
+        "| run | seed | FLOPs | sampled pass rate | −E[log p̂] | probe accuracy (90% CI) |\n|---|---:|---:|---:|---:|---|"
     );
-    for (name, seed, flops, pass, probe) in &rows {
+    for (name, seed, flops, pass, log_p, probe) in &rows {
         let _ = writeln!(
             t,
-            "| `{name}` | {seed} | {flops:.3e} | {pass:.3} | {} |",
+            "| `{name}` | {seed} | {flops:.3e} | {pass:.4} | {} | {} |",
+            log_p.map_or("—".to_string(), |l| format!("{:.3}", -l)),
             probe.as_ref().map_or("—".to_string(), |p| format!(
                 "{:.3} [{:.3}, {:.3}] of {}",
                 p.accuracy, p.ci90.0, p.ci90.1, p.n

@@ -22,8 +22,8 @@ pub enum ScaleCommand {
     Report(ReportArgs),
     /// Print a ladder's runs (shapes, tokens, FLOPs) without training anything
     Plan(LadderArg),
-    /// Hindsight check (not a registered prediction): fit the finished runs at or below
-    /// --max-flops with model selection and compare with every larger finished run
+    /// Hindsight check (not a registered prediction): fit the loss and capability laws on the
+    /// finished runs at or below --max-flops and compare with every larger finished run
     Backtest(BacktestArgs),
 }
 
@@ -188,6 +188,17 @@ fn print_verification(path: &Path, v: &ferrogpt_scaling::predict::Verification) 
         v.reducible_relative_error * 100.0,
         v.equivalent_compute_factor.map_or("n/a".into(), |f| format!("{f:.2}x"))
     );
+    if let Some(c) = &v.capability {
+        println!(
+            "  capability: -E[log pass rate] actual {:.3} vs predicted {:.3} [{:.3}, {:.3}]: relative error {:.1}% ({}inside)",
+            -c.aggregate.actual_mean_log_pass_rate,
+            -c.aggregate.predicted_mean_log_pass_rate,
+            -c.aggregate.interval90.1,
+            -c.aggregate.interval90.0,
+            c.relative_error * 100.0,
+            if c.aggregate.inside_interval { "" } else { "not " }
+        );
+    }
 }
 
 fn predict(a: PredictArgs) -> anyhow::Result<()> {
@@ -372,5 +383,49 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
+    if let Some(cap) = ferrogpt_scaling::measure::capability_backtest(&ladder, &a.out, &records, a.max_flops)? {
+        print_capability_backtest(&cap);
+    }
     Ok(())
+}
+
+fn print_capability_backtest(cap: &ferrogpt_scaling::measure::CapabilityBacktest) {
+    println!(
+        "capability: -E[log pass rate] = alpha*C^-k per difficulty bucket, fit on {} runs ({} of {} tasks kept)",
+        cap.fit_runs.len(),
+        cap.fit.tasks_measured - cap.fit.tasks_dropped,
+        cap.fit.tasks_measured
+    );
+    for b in cap.fit.buckets.iter().chain([&cap.fit.aggregate]) {
+        println!(
+            "  bucket {:<3} {:>3} tasks  alpha {:.4} k {:.4}",
+            b.bucket.map_or("all".into(), |x| x.to_string()),
+            b.task_ids.len(),
+            b.law.alpha,
+            b.law.k
+        );
+    }
+    println!(
+        "{:<14} {:>10} {:>8} {:>9} {:>8} {:>7} {:>6}   per bucket predicted/actual",
+        "run", "FLOPs", "extrap", "predicted", "actual", "error", "inside"
+    );
+    for r in &cap.rows {
+        let a = &r.check.aggregate;
+        println!(
+            "{:<14} {:>10.3e} {:>7.0}x {:>9.3} {:>8.3} {:>6.1}% {:>6}   {}",
+            r.run,
+            r.train_flops,
+            r.extrapolation,
+            -a.predicted_mean_log_pass_rate,
+            -a.actual_mean_log_pass_rate,
+            r.check.relative_error * 100.0,
+            if a.inside_interval { "yes" } else { "no" },
+            r.check
+                .buckets
+                .iter()
+                .map(|b| format!("{:.2}/{:.2}", -b.predicted_mean_log_pass_rate, -b.actual_mean_log_pass_rate))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 }
