@@ -10,9 +10,9 @@
 //! runs gives the 90% interval.
 //!
 //! Pass-rate estimator. The GPT-4 report needed models big enough to solve each kept problem at
-//! least once in its samples; the smallest models of a laptop ladder solve a held-out task
-//! perhaps once in 10^5 samples, so sample frequencies are zero and the report's filter keeps
-//! nothing. The pass probability is instead computed exactly over the passing completions we
+//! least once in its samples; the models of a laptop ladder at 1/1,000 of its target's compute
+//! solve a held-out task once in 10^5 to 10^13 samples, so sample frequencies are zero and the
+//! report's filter keeps nothing. The pass probability is instead computed exactly over the passing completions we
 //! know: `p̂ = Σ_c P(the sampler emits the tokens of c, then stops)` over the task's reference
 //! (which passes by construction) and every distinct passing completion the samples found,
 //! each along its canonical tokenization and stopped by `<|end|>` or a token that starts with a

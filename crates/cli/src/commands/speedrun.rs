@@ -100,6 +100,17 @@ fn scaling_stage(preset: &str, out: &Path, report: &Path, progress: bool) -> any
             v.relative_error * 100.0,
             v.extrapolation
         );
+        if let Some(c) = &v.capability {
+            let _ = writeln!(
+                section,
+                "  - capability (held-out coding tasks): −E[log pass rate] predicted {:.3}, actual {:.3}: relative error {:.1}%, {} \
+                 the 90% interval",
+                -c.aggregate.predicted_mean_log_pass_rate,
+                -c.aggregate.actual_mean_log_pass_rate,
+                c.relative_error * 100.0,
+                if c.aggregate.inside_interval { "inside" } else { "outside" }
+            );
+        }
     }
     let mut text = std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
     text.push_str(&section);
