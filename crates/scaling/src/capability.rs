@@ -95,11 +95,12 @@ pub fn measure_pass_rates(
     temperature: f32,
     seed: u64,
 ) -> Result<PassRates, ScalingError> {
-    let completions = sample_completions(model, tasks, samples, temperature, seed)?;
+    let prompts = task_prompts(model, tasks)?;
+    let completions = sample_prompts(model, &prompts, samples, temperature, seed)?;
     let stops = stop_tokens(model);
     let mut passes = Vec::with_capacity(tasks.len());
     let mut log_pass_probability = Vec::with_capacity(tasks.len());
-    for (task, sampled) in tasks.iter().zip(&completions) {
+    for ((task, sampled), prompt) in tasks.iter().zip(&completions).zip(&prompts) {
         let passing: Vec<&String> = sampled.iter().filter(|c| check_completion(task, c)).collect();
         passes.push(passing.len());
         // The reference as the sampler would write it: the space after `A:` is the model's.
@@ -109,8 +110,7 @@ pub fn measure_pass_rates(
                 known.push(c.clone());
             }
         }
-        let prompt = Prompt::new(model, task)?;
-        log_pass_probability.push(log_probability_of_any(model, &prompt, &known, &stops, temperature)?);
+        log_pass_probability.push(log_probability_of_any(model, prompt, &known, &stops, temperature)?);
     }
     Ok(PassRates {
         task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
@@ -204,6 +204,21 @@ pub fn sample_completions(
     temperature: f32,
     seed: u64,
 ) -> Result<Vec<Vec<String>>, ScalingError> {
+    sample_prompts(model, &task_prompts(model, tasks)?, samples, temperature, seed)
+}
+
+fn task_prompts(model: &LocalModel, tasks: &[CodeTask]) -> Result<Vec<Prompt>, ScalingError> {
+    tasks.iter().map(|t| Prompt::new(model, t)).collect()
+}
+
+/// [`sample_completions`] of already tokenized tasks.
+fn sample_prompts(
+    model: &LocalModel,
+    prompts: &[Prompt],
+    samples: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<Vec<Vec<String>>, ScalingError> {
     if samples == 0 {
         return Err(ScalingError::Capability("samples must be at least 1".into()));
     }
@@ -212,14 +227,13 @@ pub fn sample_completions(
             "temperature {temperature} must be in (0, 2]: pass rates need varied samples"
         )));
     }
-    let prompts: Vec<Prompt> = tasks.iter().map(|t| Prompt::new(model, t)).collect::<Result<_, _>>()?;
     let per_batch = (SLOTS_PER_BATCH / samples).max(1);
-    let indexed: Vec<usize> = (0..tasks.len()).collect();
+    let indexed: Vec<usize> = (0..prompts.len()).collect();
     // Batches run one after another: the engine already spreads each step over every core, and
     // nesting a rayon loop around its parallel decode step measured no faster.
     let texts: Vec<Vec<Vec<String>>> = indexed
         .chunks(per_batch)
-        .map(|batch| sample_batch(model, &prompts, batch, samples, temperature, seed))
+        .map(|batch| sample_batch(model, prompts, batch, samples, temperature, seed))
         .collect::<Result<_, _>>()?;
     Ok(texts.into_iter().flatten().collect())
 }
@@ -438,7 +452,7 @@ pub struct CapabilityFit {
     pub buckets: Vec<BucketFit>,
     pub aggregate: BucketFit,
     /// Tasks measured, and those dropped because some fitted model gives them no passing
-    /// probability (only when `ln p̂` underflows, or a reference exceeds the context).
+    /// probability (only when `ln p̂` underflows, or a reference is longer than its token budget).
     pub tasks_measured: usize,
     pub tasks_dropped: usize,
     /// Compute of the fitted models.
