@@ -66,8 +66,13 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub max_body_bytes: usize,
+    /// A request body must arrive within this many seconds (a slow sender gets a 408).
+    pub body_timeout_seconds: f64,
     /// KV-cache slots per model: the most sequences decoded in one batch.
     pub batch_slots: usize,
+    /// On SIGTERM or Ctrl-C, running requests get this many seconds to finish; then they are
+    /// cut short (recorded as interrupted) and the server exits with the ledger written.
+    pub drain_seconds: f64,
 }
 
 impl Default for ServerConfig {
@@ -76,7 +81,31 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             max_body_bytes: 8 * 1024 * 1024,
+            body_timeout_seconds: 30.0,
             batch_slots: 32,
+            drain_seconds: 30.0,
+        }
+    }
+}
+
+/// Limits of `/v1/waitlist`, the one endpoint that takes writes without a key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WaitlistConfig {
+    /// Requests accepted per hour from one client address (an IPv6 /64 counts as one).
+    pub per_address_per_hour: u64,
+    /// Requests accepted per hour from all addresses together.
+    pub per_hour: u64,
+    /// Pending requests at most; more are refused until some are approved.
+    pub max_pending: u64,
+}
+
+impl Default for WaitlistConfig {
+    fn default() -> Self {
+        Self {
+            per_address_per_hour: 5,
+            per_hour: 120,
+            max_pending: 10_000,
         }
     }
 }
@@ -91,6 +120,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub chat: ChatPageConfig,
+    #[serde(default)]
+    pub waitlist: WaitlistConfig,
     #[serde(default, rename = "snapshot")]
     pub snapshots: Vec<SnapshotConfig>,
     /// alias -> snapshot id, e.g. `ferrogpt = "ferrogpt-0314"`.
@@ -184,6 +215,17 @@ impl Config {
         if self.server.batch_slots == 0 {
             return Err(err("[server] batch_slots must be at least 1".into()));
         }
+        // Both become Durations, which must be finite and not negative.
+        if !(self.server.body_timeout_seconds > 0.0 && self.server.body_timeout_seconds <= 86_400.0) {
+            return Err(err("[server] body_timeout_seconds must be more than 0 and at most 86400".into()));
+        }
+        if !(0.0..=86_400.0).contains(&self.server.drain_seconds) {
+            return Err(err("[server] drain_seconds must be between 0 and 86400".into()));
+        }
+        let w = &self.waitlist;
+        if w.per_address_per_hour == 0 || w.per_hour == 0 || w.max_pending == 0 {
+            return Err(err("[waitlist] limits must each be at least 1".into()));
+        }
         Ok(())
     }
 }
@@ -254,5 +296,10 @@ mod tests {
         bad.aliases.insert("x".into(), "missing".into());
         let msg = bad.validate("test").unwrap_err().to_string();
         assert!(msg.contains("\"missing\""), "{msg}");
+        for drain in [-1.0, f64::NAN, f64::INFINITY] {
+            let mut bad = cfg.clone();
+            bad.server.drain_seconds = drain;
+            assert!(bad.validate("test").is_err(), "drain_seconds {drain}");
+        }
     }
 }

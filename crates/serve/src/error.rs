@@ -127,6 +127,15 @@ impl ApiError {
         )
     }
 
+    /// 408 for a body that did not arrive in time (a slow or stalled sender).
+    pub fn request_timeout(seconds: f64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("The request body did not arrive within {seconds} seconds."),
+        )
+    }
+
     pub fn server(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }

@@ -2,12 +2,18 @@
 //! `/v1/completions`, `/v1/models`, the waitlist, API keys, per-key rate limits, the SQLite
 //! usage ledger, Prometheus metrics and the chat page.
 //!
+//! What a request costs is settled in one place, `accounting`: its ledger row is opened at
+//! admission, kept up to date while it runs and settled when it ends (also when the client
+//! leaves, or the server is killed: the next start closes such rows as interrupted); the rows
+//! are written by one thread (`ledger`) on a connection of its own.
+//!
 //! It also owns the batching policy across requests: [`batch::BatchEngine`] (continuous
 //! batching over the engine's KV-cache slots) driven by the scheduler thread of
 //! [`engine::EngineBackend`]. The HTTP layer reaches models only through the
 //! [`backend::Backend`] trait. It must not touch the transformer, the KV cache, sampling or the
 //! chat template: those are ferrogpt-engine's and ferrogpt-infer's.
 
+mod accounting;
 pub mod api;
 pub mod backend;
 pub mod batch;

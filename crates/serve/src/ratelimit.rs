@@ -2,9 +2,14 @@
 //! its per-minute capacity over 60 s. Admission takes one request and the full reservation
 //! (prompt + maximum completion) from both buckets at once, under one lock, so concurrent
 //! requests can never be admitted beyond the limit; the request later settles to its actual
-//! usage and the unused part of the reservation flows back.
+//! usage and the unused part of the reservation flows back. A request refused after
+//! authentication (malformed, too long, unknown model) still takes one request
+//! ([`RateLimiter::charge_refused`]), so that refusals are not free.
+//!
+//! Also the per-address limit of unauthenticated inserts ([`AddressLimiter`], the waitlist).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -29,24 +34,31 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// A token bucket that refills to `capacity` over `period` seconds.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     capacity: f64,
+    period: f64,
     level: f64,
     updated: f64,
 }
 
 impl Bucket {
-    fn full(capacity: u64, now: f64) -> Self {
+    fn full(capacity: u64, period: f64, now: f64) -> Self {
         Self {
             capacity: capacity as f64,
+            period,
             level: capacity as f64,
             updated: now,
         }
     }
 
+    fn per_minute(capacity: u64, now: f64) -> Self {
+        Self::full(capacity, 60.0, now)
+    }
+
     fn rate(&self) -> f64 {
-        self.capacity / 60.0
+        self.capacity / self.period
     }
 
     fn refill(&mut self, now: f64) {
@@ -159,15 +171,41 @@ impl RateLimiter {
         }
     }
 
+    fn fresh(&self, now: f64) -> Buckets {
+        Buckets {
+            requests: Bucket::per_minute(self.rpm, now),
+            tokens: Bucket::per_minute(self.tpm, now),
+        }
+    }
+
+    /// Charges one request to `key_id` for a request refused after authentication: to the
+    /// bucket of the snapshot it named, or with `None` (no model could be told: the body was
+    /// unreadable, or named no model the key may use) to the key's bucket for such requests.
+    /// `Err` when that bucket had no request left, which the refusal then reports instead.
+    pub fn charge_refused(&self, key_id: i64, snapshot: Option<&str>) -> Result<(), Denied> {
+        let now = self.clock.now();
+        // Snapshot ids are never empty (the config checks), so "" cannot collide with one.
+        let key = (key_id, snapshot.unwrap_or("").to_string());
+        let mut map = self.lock();
+        let b = map.entry(key).or_insert_with(|| self.fresh(now));
+        b.requests.refill(now);
+        b.tokens.refill(now);
+        if b.requests.level < 1.0 {
+            return Err(Denied::Requests {
+                retry_after_s: b.requests.wait_for(1.0),
+                state: Self::state(b),
+            });
+        }
+        b.requests.level -= 1.0;
+        Ok(())
+    }
+
     /// Takes one request and `tokens` tokens for `key_id` on `model`, or neither.
     pub fn admit(&self, key_id: i64, model: &str, tokens: u64) -> Result<Reservation, Denied> {
         let now = self.clock.now();
         let key = (key_id, model.to_string());
         let mut map = self.lock();
-        let b = map.entry(key.clone()).or_insert_with(|| Buckets {
-            requests: Bucket::full(self.rpm, now),
-            tokens: Bucket::full(self.tpm, now),
-        });
+        let b = map.entry(key.clone()).or_insert_with(|| self.fresh(now));
         b.requests.refill(now);
         b.tokens.refill(now);
         if tokens > self.tpm {
@@ -208,6 +246,73 @@ impl RateLimiter {
             b.tokens.level += reservation.reserved_tokens as f64 - used_tokens as f64;
             b.tokens.level = b.tokens.level.min(b.tokens.capacity);
         }
+    }
+}
+
+/// Addresses tracked at once; past this, addresses whose bucket has refilled are forgotten.
+const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Limits inserts from unauthenticated clients: `per_address` per hour from one client address
+/// (IPv6 by its /64, which one host can fill) and `total` per hour from everyone together, so
+/// that even many addresses cannot insert without bound.
+pub struct AddressLimiter {
+    per_address: u64,
+    clock: Arc<dyn Clock>,
+    total: Mutex<Bucket>,
+    addresses: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl AddressLimiter {
+    pub fn new(per_address: u64, total: u64, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now();
+        Self {
+            per_address,
+            total: Mutex::new(Bucket::full(total, 3600.0, now)),
+            clock,
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one insert for `addr` (`None`: the address is unknown, and all such clients
+    /// share one allowance); `Err(seconds until one is available)` when there is none.
+    pub fn take(&self, addr: Option<IpAddr>) -> Result<(), f64> {
+        let now = self.clock.now();
+        let addr = addr.map(network_of).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if addresses.len() >= MAX_TRACKED_ADDRESSES && !addresses.contains_key(&addr) {
+            addresses.retain(|_, b| {
+                b.refill(now);
+                b.level < b.capacity
+            });
+            if addresses.len() >= MAX_TRACKED_ADDRESSES {
+                let any = addresses.values().next().copied();
+                return Err(any.map_or(3600.0, |b| b.reset_in()));
+            }
+        }
+        let b = addresses.entry(addr).or_insert_with(|| Bucket::full(self.per_address, 3600.0, now));
+        b.refill(now);
+        if b.level < 1.0 {
+            return Err(b.wait_for(1.0));
+        }
+        let mut total = self.total.lock().unwrap_or_else(|p| p.into_inner());
+        total.refill(now);
+        if total.level < 1.0 {
+            return Err(total.wait_for(1.0));
+        }
+        total.level -= 1.0;
+        b.level -= 1.0;
+        Ok(())
+    }
+}
+
+/// The unit one client controls: an IPv4 address, or an IPv6 /64.
+fn network_of(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
     }
 }
 
@@ -268,6 +373,45 @@ mod tests {
         let r3 = rl.admit(1, "m", 1).unwrap();
         assert_eq!(r3.state.remaining_requests, 0);
         assert_eq!(r3.state.remaining_tokens, 549);
+    }
+
+    #[test]
+    fn refused_requests_take_a_request_but_no_tokens() {
+        let clock = Arc::new(ManualClock(AtomicU64::new(0f64.to_bits())));
+        let rl = RateLimiter::new(2, 600, clock.clone());
+        rl.charge_refused(1, Some("m")).unwrap();
+        let r = rl.admit(1, "m", 100).unwrap();
+        assert_eq!((r.state.remaining_requests, r.state.remaining_tokens), (0, 500));
+        assert!(matches!(rl.charge_refused(1, Some("m")), Err(Denied::Requests { .. })));
+        // Requests naming no model share the key's own bucket.
+        rl.charge_refused(1, None).unwrap();
+        rl.charge_refused(1, None).unwrap();
+        match rl.charge_refused(1, None) {
+            Err(Denied::Requests { retry_after_s, .. }) => assert!((retry_after_s - 30.0).abs() < 1e-9),
+            other => panic!("{other:?}"),
+        }
+        assert!(rl.charge_refused(2, None).is_ok(), "another key has its own");
+    }
+
+    #[test]
+    fn address_limiter_counts_per_network_and_in_total() {
+        let clock = Arc::new(ManualClock(AtomicU64::new(0f64.to_bits())));
+        let limiter = AddressLimiter::new(2, 5, clock.clone());
+        let v4 = |d: u8| Some(IpAddr::from([10, 0, 0, d]));
+        assert!(limiter.take(v4(1)).is_ok());
+        assert!(limiter.take(v4(1)).is_ok());
+        let wait = limiter.take(v4(1)).unwrap_err();
+        assert!((wait - 1800.0).abs() < 1e-9, "{wait}");
+        // One host's IPv6 /64 is one client, however it varies the low bits.
+        let v6 = |low: u16| Some(IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, low]));
+        assert!(limiter.take(v6(1)).is_ok());
+        assert!(limiter.take(v6(2)).is_ok());
+        assert!(limiter.take(v6(3)).is_err());
+        // The fifth insert of the hour is the last, whoever sends it.
+        assert!(limiter.take(v4(2)).is_ok());
+        assert!(limiter.take(v4(3)).is_err());
+        clock.set(1800.0);
+        assert!(limiter.take(v4(1)).is_ok());
     }
 
     #[test]

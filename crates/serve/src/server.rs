@@ -1,32 +1,33 @@
 //! The HTTP layer: routes, authentication, admission (model access, context length, rate
-//! limits), generation through a [`Backend`], OpenAI-shaped responses and SSE streams, and the
-//! accounting that settles rate limits and writes the ledger when a request ends — also when
-//! the client goes away mid-stream.
+//! limits), generation through a [`Backend`], OpenAI-shaped responses and SSE streams, and
+//! graceful shutdown with a drain deadline. What a request costs is [`Accounting`]'s.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use rand::Rng;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use crate::accounting::Accounting;
 use crate::api::{self, Prompt, Sampling};
 use crate::backend::{Backend, FinishReason, GenEvent, GenRequest, TokenLogprob};
-use crate::config::{ChatPageConfig, Config, SnapshotConfig};
+use crate::config::{ChatPageConfig, Config, SnapshotConfig, WaitlistConfig};
 use crate::error::{ApiError, ServeError};
 use crate::ledger::LedgerWriter;
 use crate::metrics::Metrics;
-use crate::ratelimit::{Clock, Denied, RateLimiter, Reservation};
-use crate::store::{KeyRecord, LedgerEntry, Store};
+use crate::ratelimit::{AddressLimiter, Clock, Denied, LimitState, RateLimiter};
+use crate::store::{KeyRecord, Store, OUTCOME_INTERRUPTED};
 
 /// One servable snapshot and the model behind it.
 pub struct ModelEntry {
@@ -40,11 +41,17 @@ pub struct AppState {
     models: BTreeMap<String, ModelEntry>,
     aliases: BTreeMap<String, String>,
     store: Arc<Store>,
-    limiter: RateLimiter,
-    metrics: Metrics,
-    ledger: LedgerWriter,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) metrics: Metrics,
+    pub(crate) ledger: LedgerWriter,
     chat: ChatPageConfig,
     max_body: usize,
+    body_timeout: Duration,
+    drain: Duration,
+    waitlist: WaitlistConfig,
+    waitlist_limiter: AddressLimiter,
+    /// Set when the drain deadline has passed: running requests end now, as interrupted.
+    interrupt: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -81,16 +88,34 @@ impl AppState {
                 },
             );
         }
+        let w = &config.waitlist;
         Ok(Self {
             models,
             aliases: config.aliases.clone(),
-            limiter: RateLimiter::new(config.limits.requests_per_minute, config.limits.tokens_per_minute, clock),
-            ledger: LedgerWriter::start(store.clone()),
+            limiter: RateLimiter::new(config.limits.requests_per_minute, config.limits.tokens_per_minute, clock.clone()),
+            ledger: LedgerWriter::start(&store)?,
             store,
             metrics: Metrics::default(),
             chat: config.chat.clone(),
             max_body: config.server.max_body_bytes,
+            body_timeout: Duration::from_secs_f64(config.server.body_timeout_seconds),
+            drain: Duration::from_secs_f64(config.server.drain_seconds),
+            waitlist: w.clone(),
+            waitlist_limiter: AddressLimiter::new(w.per_address_per_hour, w.per_hour, clock),
+            interrupt: watch::channel(false).0,
         })
+    }
+
+    /// Whether running requests are being cut short (the drain deadline passed).
+    pub(crate) fn is_interrupting(&self) -> bool {
+        *self.interrupt.borrow()
+    }
+
+    /// Resolves when running requests must end.
+    pub(crate) async fn interrupted(&self) {
+        let mut rx = self.interrupt.subscribe();
+        // The sender lives as long as `self`, so this only returns once the flag is set.
+        let _ = rx.wait_for(|cut| *cut).await;
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -155,20 +180,27 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
+/// Looks the bearer key up on the store's key-lookup connections, off the async runtime.
+async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
     let Some(secret) = bearer(headers).filter(|s| !s.is_empty()) else {
         return Err(ApiError::invalid_api_key(
             "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         ));
     };
-    match st.store.authenticate(secret) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(ApiError::invalid_api_key(format!(
+    let (store, presented) = (st.store.clone(), secret.to_string());
+    let found = tokio::task::spawn_blocking(move || store.authenticate(&presented)).await;
+    match found {
+        Ok(Ok(Some(key))) => Ok(key),
+        Ok(Ok(None)) => Err(ApiError::invalid_api_key(format!(
             "Incorrect API key provided: {}. Create one with `ferrogpt keys create`.",
             redact(secret)
         ))),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::error!("key lookup failed: {e}");
+            Err(ApiError::server("The key store is unavailable."))
+        }
+        Err(e) => {
+            tracing::error!("key lookup task failed: {e}");
             Err(ApiError::server("The key store is unavailable."))
         }
     }
@@ -218,14 +250,14 @@ fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Value> {
 }
 
 async fn list_models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match authenticate(&st, &headers) {
+    match authenticate(&st, &headers).await {
         Ok(key) => axum::Json(json!({"object": "list", "data": visible_models(&st, &key)})).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 async fn get_model(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let key = match authenticate(&st, &headers) {
+    let key = match authenticate(&st, &headers).await {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
@@ -237,7 +269,9 @@ async fn get_model(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id)
 }
 
 async fn read_body(st: &AppState, body: Body) -> Result<Map<String, Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, st.max_body).await.map_err(|e| {
+    let read = tokio::time::timeout(st.body_timeout, axum::body::to_bytes(body, st.max_body)).await;
+    let read = read.map_err(|_| ApiError::request_timeout(st.body_timeout.as_secs_f64()))?;
+    let bytes = read.map_err(|e| {
         // to_bytes reports an over-limit body as a length-limit error in its source chain.
         let text = format!("{e:?}");
         if text.contains("LengthLimit") {
@@ -269,25 +303,41 @@ impl Window {
     }
 }
 
-async fn waitlist(State(st): State<Arc<AppState>>, body: Body) -> Response {
+/// The client's address as the listener saw it; `None` when the server runs without one (tests).
+fn client_address(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+}
+
+async fn waitlist(State(st): State<Arc<AppState>>, extensions: Extensions, body: Body) -> Response {
+    if let Err(retry_after_s) = st.waitlist_limiter.take(client_address(&extensions)) {
+        let err = ApiError::rate_limited(
+            "requests",
+            format!(
+                "Too many waitlist requests from your address. Please try again in {}.",
+                crate::ratelimit::go_duration(retry_after_s)
+            ),
+        );
+        return err.with_headers(&retry_headers(retry_after_s)).into_response();
+    }
     let obj = match read_body(&st, body).await {
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
-    let text = |name: &str, required: bool| -> Result<String, ApiError> {
+    let text = |name: &str, required: bool, max: usize| -> Result<String, ApiError> {
         match obj.get(name) {
-            Some(Value::String(s)) if s.len() <= 1000 && (!required || !s.trim().is_empty()) => Ok(s.trim().to_string()),
+            Some(Value::String(s)) if s.len() <= max && (!required || !s.trim().is_empty()) => Ok(s.trim().to_string()),
             None | Some(Value::Null) if !required => Ok(String::new()),
             _ => Err(ApiError::invalid(
                 name,
                 format!(
-                    "'{name}' must be a {}string of at most 1000 bytes.",
+                    "'{name}' must be a {}string of at most {max} bytes.",
                     if required { "non-empty " } else { "" }
                 ),
             )),
         }
     };
-    let fields = (|| Ok::<_, ApiError>((text("name", true)?, text("email", true)?, text("reason", false)?)))();
+    // At most: a short name, an email address (RFC 5321's path limit), a paragraph.
+    let fields = (|| Ok::<_, ApiError>((text("name", true, 200)?, text("email", true, 254)?, text("reason", false, 1000)?)))();
     let (name, email, reason) = match fields {
         Ok(f) => f,
         Err(e) => return e.into_response(),
@@ -295,14 +345,25 @@ async fn waitlist(State(st): State<Arc<AppState>>, body: Body) -> Response {
     if !email.contains('@') {
         return ApiError::invalid("email", "'email' must be an email address.").into_response();
     }
-    match st.store.add_waitlist(&name, &email, &reason) {
-        Ok(id) => (
+    let (store, max_pending) = (st.store.clone(), st.waitlist.max_pending);
+    let added = tokio::task::spawn_blocking(move || store.add_waitlist(&name, &email, &reason, max_pending)).await;
+    match added {
+        Ok(Ok(Some(id))) => (
             StatusCode::CREATED,
             axum::Json(json!({"object": "waitlist.entry", "id": id, "status": "pending"})),
         )
             .into_response(),
-        Err(e) => {
+        Ok(Ok(None)) => ApiError::rate_limited(
+            "requests",
+            "The waitlist is full for now; please try again once requests have been reviewed.",
+        )
+        .into_response(),
+        Ok(Err(e)) => {
             tracing::error!("waitlist insert failed: {e}");
+            ApiError::server("Could not record the waitlist request.").into_response()
+        }
+        Err(e) => {
+            tracing::error!("waitlist insert task failed: {e}");
             ApiError::server("Could not record the waitlist request.").into_response()
         }
     }
@@ -323,61 +384,7 @@ impl Endpoint {
     }
 }
 
-/// Settles the rate-limit reservation, counts metrics and writes the ledger exactly once,
-/// whenever the request ends: on success, on error, or when its future or stream is dropped
-/// because the client disconnected.
-struct Accounting {
-    state: Arc<AppState>,
-    reservation: Option<Reservation>,
-    key_id: i64,
-    model: String,
-    endpoint: Endpoint,
-    started: Instant,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    status: u16,
-    outcome: &'static str,
-    price: (f64, f64),
-}
-
-impl Drop for Accounting {
-    fn drop(&mut self) {
-        let used = self.prompt_tokens + self.completion_tokens;
-        if let Some(r) = self.reservation.take() {
-            self.state.limiter.settle(r, used);
-        }
-        let latency = self.started.elapsed();
-        let cost = (self.prompt_tokens as f64 * self.price.0 + self.completion_tokens as f64 * self.price.1) / 1000.0;
-        self.state.metrics.request(self.endpoint.name(), self.status, latency.as_secs_f64());
-        self.state.metrics.tokens(&self.model, self.prompt_tokens, self.completion_tokens);
-        self.state.metrics.in_flight(-1);
-        self.state.ledger.record(LedgerEntry {
-            ts: unix_now() as i64,
-            key_id: self.key_id,
-            model: self.model.clone(),
-            endpoint: self.endpoint.name().to_string(),
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-            cost,
-            latency_ms: latency.as_millis() as u64,
-            status: self.status,
-            outcome: self.outcome.to_string(),
-        });
-        tracing::info!(
-            endpoint = self.endpoint.name(),
-            model = %self.model,
-            key = self.key_id,
-            status = self.status,
-            outcome = self.outcome,
-            prompt_tokens = self.prompt_tokens,
-            completion_tokens = self.completion_tokens,
-            latency_ms = latency.as_millis() as u64,
-            "request finished"
-        );
-    }
-}
-
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -463,11 +470,6 @@ fn admit(
             None => max_out = max_out.min(room),
         }
     }
-    // The chat page's cap counts only messages that passed every other check, so a retry after
-    // a context-length error does not use up the user's allowance.
-    if chat_page {
-        take_page_message(st, key)?;
-    }
     let n = sampling.n;
     let choices = (prompts.len() * n) as u64;
     let prompt_total: u64 = prompts.iter().map(|p| p.len() as u64).sum();
@@ -503,26 +505,23 @@ fn admit(
                 ),
             };
             st.metrics.rate_limited(kind);
-            let mut headers = state.headers();
-            if let Some(s) = retry {
-                insert(&mut headers, "retry-after", (s.ceil().max(1.0) as u64).to_string());
-                insert(&mut headers, "retry-after-ms", (s * 1000.0).ceil().to_string());
-            }
-            insert(
-                &mut headers,
-                "x-should-retry",
-                if should_retry { "true" } else { "false" }.to_string(),
-            );
-            return Err(err.with_headers(&headers));
+            return Err(err.with_headers(&limit_headers(&state, retry, should_retry)));
         }
     };
+    // The chat page's cap counts only messages that passed every other check, the rate limiter
+    // included, so a retry after a refusal does not use up the user's allowance.
+    if chat_page {
+        if let Err(e) = take_page_message(st, key) {
+            st.limiter.settle(reservation, 0);
+            return Err(e);
+        }
+    }
     let id = request_id(match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completions => "cmpl",
     });
     let mut headers = reservation.state.headers();
     insert(&mut headers, "x-request-id", id.clone());
-    st.metrics.in_flight(1);
     let price = (entry.config.prompt_price_per_1k, entry.config.completion_price_per_1k);
     Ok(Admitted {
         endpoint,
@@ -549,25 +548,75 @@ fn admit(
         include_usage,
         echo,
         headers,
-        acct: Accounting {
-            state: st.clone(),
-            reservation: Some(reservation),
-            key_id: key.id,
-            model: snapshot.to_string(),
-            endpoint,
-            started: Instant::now(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            status: 200,
-            outcome: "client_disconnected",
+        acct: Accounting::open(
+            st.clone(),
+            reservation,
+            key.id,
+            snapshot,
+            endpoint.name(),
             price,
-        },
+            prompt_total,
+            choices as usize,
+        ),
     })
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// `retry-after` (whole seconds, at least 1) and `retry-after-ms`.
+fn retry_headers(retry_after_s: f64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    insert(&mut headers, "retry-after", (retry_after_s.ceil().max(1.0) as u64).to_string());
+    insert(&mut headers, "retry-after-ms", (retry_after_s * 1000.0).ceil().to_string());
+    headers
+}
+
+/// The headers of a rate-limit refusal: the limits' state, when to retry, and whether to.
+fn limit_headers(state: &LimitState, retry_after_s: Option<f64>, should_retry: bool) -> HeaderMap {
+    let mut headers = state.headers();
+    if let Some(s) = retry_after_s {
+        headers.extend(retry_headers(s));
+    }
+    insert(
+        &mut headers,
+        "x-should-retry",
+        if should_retry { "true" } else { "false" }.to_string(),
+    );
+    headers
+}
+
+/// Charges a request refused after authentication to the key's RPM (see
+/// [`RateLimiter::charge_refused`]); when no request was left, the refusal becomes the 429 the
+/// request would have met first. Refusals by the limiter itself and server errors pass as they are.
+fn charge_refused(st: &AppState, key: &KeyRecord, body: Option<&Map<String, Value>>, err: ApiError) -> ApiError {
+    if err.status == StatusCode::TOO_MANY_REQUESTS || err.status.is_server_error() {
+        return err;
+    }
+    let snapshot = body
+        .and_then(|b| b.get("model"))
+        .and_then(Value::as_str)
+        .and_then(|name| st.resolve(name))
+        .filter(|(snap, alias)| key.may_use(snap, *alias))
+        .map(|(snap, _)| snap);
+    match st.limiter.charge_refused(key.id, snapshot) {
+        Err(Denied::Requests { retry_after_s, state }) => {
+            st.metrics.rate_limited("requests");
+            let window = Window {
+                kind: "requests",
+                name: "requests per min (RPM)",
+                limit: state.limit_requests,
+            };
+            let used = state.limit_requests - state.remaining_requests;
+            window
+                .exceeded(snapshot.unwrap_or("requests naming no model"), used, 1, retry_after_s)
+                .with_headers(&limit_headers(&state, Some(retry_after_s), true))
+        }
+        // Only the requests bucket is charged, so nothing else can refuse.
+        Ok(()) | Err(_) => err,
     }
 }
 
@@ -655,11 +704,15 @@ fn with_headers(mut resp: Response, headers: &HeaderMap) -> Response {
 
 async fn run_admitted(mut adm: Admitted) -> Response {
     let prompt_total: u64 = adm.prompts.iter().map(|p| p.len() as u64).sum();
+    if let Err(e) = adm.acct.row_written().await {
+        return e.with_headers(&adm.headers).into_response();
+    }
     let mut rx = match submit_all(&adm) {
         Ok(rx) => rx,
         Err(e) => {
             adm.acct.status = e.status.as_u16();
             adm.acct.outcome = "error";
+            adm.acct.prompt_tokens = 0;
             return e.with_headers(&adm.headers).into_response();
         }
     };
@@ -670,8 +723,19 @@ async fn run_admitted(mut adm: Admitted) -> Response {
     let mut choices: Vec<ChoiceState> = (0..total).map(|_| ChoiceState::default()).collect();
     let mut done = 0;
     let mut first = true;
+    let state = adm.acct.state.clone();
     while done < total {
-        let Some((i, ev)) = rx.recv().await else {
+        let next = tokio::select! {
+            ev = rx.recv() => ev,
+            () = state.interrupted() => {
+                adm.acct.outcome = OUTCOME_INTERRUPTED;
+                adm.acct.status = 503;
+                return ApiError::unavailable("The server is shutting down; the request was cut short.")
+                    .with_headers(&adm.headers)
+                    .into_response();
+            }
+        };
+        let Some((i, ev)) = next else {
             adm.acct.status = 500;
             adm.acct.outcome = "error";
             return ApiError::server("The model's scheduler stopped while generating.")
@@ -682,6 +746,7 @@ async fn run_admitted(mut adm: Admitted) -> Response {
         match ev {
             GenEvent::Prompt(tokens) => c.prompt = tokens,
             GenEvent::Text { text, tokens } => {
+                adm.acct.text(i, &text, tokens.len());
                 if first && !text.is_empty() {
                     first = false;
                     adm.acct
@@ -700,23 +765,21 @@ async fn run_admitted(mut adm: Admitted) -> Response {
                 c.finish = Some(finish);
                 c.prompt_tokens = prompt_tokens;
                 c.completion_tokens = completion_tokens;
-                adm.acct.completion_tokens += completion_tokens as u64;
+                adm.acct.done(i, completion_tokens);
                 done += 1;
             }
             GenEvent::Failed(msg) => {
                 adm.acct.status = 500;
                 adm.acct.outcome = "error";
-                adm.acct.prompt_tokens = prompt_total;
                 return ApiError::server(format!("Generation failed: {msg}"))
                     .with_headers(&adm.headers)
                     .into_response();
             }
         }
     }
-    adm.acct.prompt_tokens = prompt_total;
     adm.acct.outcome = "ok";
     let created = unix_now();
-    let usage = usage_json(prompt_total, adm.acct.completion_tokens);
+    let usage = usage_json(prompt_total, adm.acct.completion_tokens());
     let with_lp = adm.template.logprobs.is_some();
     let body = match adm.endpoint {
         Endpoint::Chat => json!({
@@ -801,10 +864,18 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
     }
     let mut done = 0;
     let mut first = true;
+    let state = adm.acct.state.clone();
     loop {
         for v in sends.drain(..) {
-            if tx.send(sse_json(&v)).await.is_err() {
-                return; // client gone: dropping `adm` cancels generation and records the ledger
+            let sent = tokio::select! {
+                sent = tx.send(sse_json(&v)) => sent.is_ok(),
+                () = state.interrupted() => false,
+            };
+            if !sent {
+                // Client gone (or the server stopping): dropping `adm` cancels generation and
+                // settles the ledger with what was generated.
+                adm.acct.count_undelivered(&mut rx);
+                return;
             }
         }
         if done == total {
@@ -812,7 +883,16 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
         }
         let next = tokio::select! {
             ev = rx.recv() => ev,
-            _ = tx.closed() => return,
+            _ = tx.closed() => {
+                adm.acct.count_undelivered(&mut rx);
+                return;
+            }
+            () = state.interrupted() => {
+                let err = ApiError::unavailable("The server is shutting down; the response was cut short.");
+                let _ = tx.try_send(sse_json(&err.body()));
+                adm.acct.count_undelivered(&mut rx);
+                return;
+            }
         };
         let Some((i, ev)) = next else {
             adm.acct.status = 500;
@@ -831,6 +911,7 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
                 }
             }
             GenEvent::Text { text, tokens } => {
+                adm.acct.text(i, &text, tokens.len());
                 if text.is_empty() && tokens.is_empty() {
                     continue;
                 }
@@ -859,7 +940,7 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
             GenEvent::Done {
                 finish, completion_tokens, ..
             } => {
-                adm.acct.completion_tokens += completion_tokens as u64;
+                adm.acct.done(i, completion_tokens);
                 done += 1;
                 let choice = if chat {
                     json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()})
@@ -871,17 +952,15 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
             GenEvent::Failed(msg) => {
                 adm.acct.status = 500;
                 adm.acct.outcome = "error";
-                adm.acct.prompt_tokens = prompt_total;
                 let err = ApiError::server(format!("Generation failed: {msg}"));
                 let _ = tx.send(sse_json(&err.body())).await;
                 return;
             }
         }
     }
-    adm.acct.prompt_tokens = prompt_total;
     if adm.include_usage {
         let mut v = chunk(json!([]));
-        v["usage"] = usage_json(prompt_total, adm.acct.completion_tokens);
+        v["usage"] = usage_json(prompt_total, adm.acct.completion_tokens());
         if tx.send(sse_json(&v)).await.is_err() {
             return;
         }
@@ -899,9 +978,13 @@ async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, b
 }
 
 async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
-    let key = authenticate(st, headers)?;
-    let obj = read_body(st, body).await?;
-    let req = api::parse_chat(&obj)?;
+    let key = authenticate(st, headers).await?;
+    let obj = read_body(st, body).await.map_err(|e| charge_refused(st, &key, None, e))?;
+    admit_chat(st, &key, &obj, from_page).map_err(|e| charge_refused(st, &key, Some(&obj), e))
+}
+
+fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>, from_page: bool) -> Result<Admitted, ApiError> {
+    let req = api::parse_chat(obj)?;
     let backend = st
         .resolve(&req.model)
         .filter(|(snap, alias)| key.may_use(snap, *alias))
@@ -910,7 +993,7 @@ async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_pa
     let prompt = backend.chat_prompt(&req.messages);
     admit(
         st,
-        &key,
+        key,
         Endpoint::Chat,
         &req.model,
         vec![prompt],
@@ -928,59 +1011,63 @@ async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_pa
 
 async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let admitted = async {
-        let key = authenticate(&st, &headers)?;
-        let obj = read_body(&st, body).await?;
-        let req = api::parse_completion(&obj)?;
-        let backend = st
-            .resolve(&req.model)
-            .filter(|(snap, alias)| key.may_use(snap, *alias))
-            .map(|(snap, _)| st.models[snap].backend.clone())
-            .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-        let vocab = backend.vocab_size() as u64;
-        let mut prompts = Vec::with_capacity(req.prompts.len());
-        for p in &req.prompts {
-            prompts.push(match p {
-                Prompt::Text(t) => backend.encode(t),
-                Prompt::Tokens(ids) => ids
-                    .iter()
-                    .map(|&id| {
-                        u32::try_from(id).ok().filter(|&i| u64::from(i) < vocab).ok_or_else(|| {
-                            ApiError::invalid(
-                                "prompt",
-                                format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<u32>, _>>()?,
-            });
-        }
-        if prompts.iter().any(Vec::is_empty) {
-            return Err(ApiError::invalid("prompt", "'prompt' must not be empty."));
-        }
-        // Scoring a prompt needs its own logprobs; with max_tokens 0 nothing else is produced.
-        let prompt_logprobs = req.echo && req.logprobs.is_some();
-        admit(
-            &st,
-            &key,
-            Endpoint::Completions,
-            &req.model,
-            prompts,
-            &req.sampling,
-            req.logprobs,
-            false,
-            prompt_logprobs,
-            0,
-            req.stream,
-            req.include_usage,
-            req.echo,
-            false,
-        )
+        let key = authenticate(&st, &headers).await?;
+        let obj = read_body(&st, body).await.map_err(|e| charge_refused(&st, &key, None, e))?;
+        admit_completion(&st, &key, &obj).map_err(|e| charge_refused(&st, &key, Some(&obj), e))
     }
     .await;
     match admitted {
         Ok(adm) => run_admitted(adm).await,
         Err(e) => e.into_response(),
     }
+}
+
+fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>) -> Result<Admitted, ApiError> {
+    let req = api::parse_completion(obj)?;
+    let backend = st
+        .resolve(&req.model)
+        .filter(|(snap, alias)| key.may_use(snap, *alias))
+        .map(|(snap, _)| st.models[snap].backend.clone())
+        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+    let vocab = backend.vocab_size() as u64;
+    let mut prompts = Vec::with_capacity(req.prompts.len());
+    for p in &req.prompts {
+        prompts.push(match p {
+            Prompt::Text(t) => backend.encode(t),
+            Prompt::Tokens(ids) => ids
+                .iter()
+                .map(|&id| {
+                    u32::try_from(id).ok().filter(|&i| u64::from(i) < vocab).ok_or_else(|| {
+                        ApiError::invalid(
+                            "prompt",
+                            format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u32>, _>>()?,
+        });
+    }
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(ApiError::invalid("prompt", "'prompt' must not be empty."));
+    }
+    // Scoring a prompt needs its own logprobs; with max_tokens 0 nothing else is produced.
+    let prompt_logprobs = req.echo && req.logprobs.is_some();
+    admit(
+        st,
+        key,
+        Endpoint::Completions,
+        &req.model,
+        prompts,
+        &req.sampling,
+        req.logprobs,
+        false,
+        prompt_logprobs,
+        0,
+        req.stream,
+        req.include_usage,
+        req.echo,
+        false,
+    )
 }
 
 /// The chat page's per-key message cap, checked before anything is generated.
@@ -1011,7 +1098,7 @@ async fn chat_page_completions(State(st): State<Arc<AppState>>, headers: HeaderM
 }
 
 async fn chat_page_usage(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let key = match authenticate(&st, &headers) {
+    let key = match authenticate(&st, &headers).await {
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
@@ -1031,18 +1118,41 @@ async fn chat_page_usage(State(st): State<Arc<AppState>>, headers: HeaderMap) ->
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting connections, lets open streams
-/// finish, and flushes the ledger.
+/// How long connections get to close after running requests were cut short at the drain
+/// deadline; one whose client stopped reading never closes, and is abandoned.
+const AFTER_INTERRUPT: Duration = Duration::from_secs(2);
+
+/// Serves until `shutdown` resolves, then stops accepting connections and lets running requests
+/// finish for up to `[server] drain_seconds`; those still running then are cut short and
+/// recorded as interrupted. Returns once the ledger holds every request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let deadline = async {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(state.drain).await,
+            // The server ended by itself, which the other branch sees.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = deadline => {
+            tracing::warn!("drain deadline passed: cutting short the requests still running");
+            state.interrupt.send_replace(true);
+            tokio::time::timeout(AFTER_INTERRUPT, &mut server).await.unwrap_or(Ok(()))
+        }
+    };
+    result.map_err(ServeError::Serve)?;
     state.flush_ledger();
     Ok(())
 }

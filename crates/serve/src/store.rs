@@ -1,5 +1,14 @@
 //! The SQLite state file: API keys (hashed), the waitlist, the usage ledger and the chat page's
 //! message log. One file under `$FERROGPT_HOME`, WAL mode so the ledger writer never blocks readers.
+//!
+//! Three kinds of connection, so that no path waits on another's lock: the shared one behind a
+//! mutex (the CLI, the waitlist, the chat-page cap), a small pool for key lookups (blocking calls
+//! that the server runs off its async runtime; each reads the committed state, so a key revoked
+//! by `ferrogpt keys revoke` in another process is refused on the next request), and the ledger
+//! writer's own [`LedgerConn`]. A ledger row is opened at admission (outcome `open`), its
+//! completion tokens and cost are brought up to date while the request runs, and it is settled
+//! in place when the request ends; rows that a killed server left open are closed as
+//! `interrupted` when the next one starts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,7 +62,7 @@ pub struct WaitlistEntry {
     pub status: String,
 }
 
-/// One finished request, as the ledger records it.
+/// One request, as the ledger records it.
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
     pub ts: i64,
@@ -65,9 +74,16 @@ pub struct LedgerEntry {
     pub cost: f64,
     pub latency_ms: u64,
     pub status: u16,
-    /// `ok`, `client_disconnected`, `error`.
+    /// [`OUTCOME_OPEN`] while the request runs; then `ok`, `client_disconnected`, `error`, or
+    /// [`OUTCOME_INTERRUPTED`] when the server stopped first (killed, found on the next start,
+    /// or shut down with the request still running at the drain deadline).
     pub outcome: String,
 }
+
+/// The outcome of a ledger row whose request is still running.
+pub const OUTCOME_OPEN: &str = "open";
+/// The outcome of a request that the server stopped before it ended.
+pub const OUTCOME_INTERRUPTED: &str = "interrupted";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageRow {
@@ -81,9 +97,15 @@ pub struct UsageRow {
 }
 
 pub struct Store {
-    path: String,
+    path: PathBuf,
+    shown: String,
     conn: Mutex<Connection>,
+    /// Idle key-lookup connections; another is opened whenever all are busy.
+    key_readers: Mutex<Vec<Connection>>,
 }
+
+/// Key-lookup connections kept open between requests.
+const IDLE_KEY_READERS: usize = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
@@ -140,6 +162,42 @@ fn parse_models(text: Option<String>) -> Option<Vec<String>> {
     text.map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
 }
 
+/// Opens a connection with the settings every user of the file shares.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // In WAL mode NORMAL loses no committed transaction when the process is killed, only on
+    // power loss; the ledger relies on the former.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Finds the key whose hash matches `secret`'s, re-checking the hash in constant time.
+fn lookup_key(conn: &Connection, secret: &str) -> rusqlite::Result<Option<KeyRecord>> {
+    let digest = hash_key(secret);
+    let row = conn
+        .prepare_cached("SELECT id, name, display, hash, models, created, revoked FROM keys WHERE hash = ?1")?
+        .query_row(params![&digest[..]], |r| {
+            Ok((
+                KeyRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    display: r.get(2)?,
+                    models: parse_models(r.get(4)?),
+                    created: r.get(5)?,
+                    revoked: r.get::<_, i64>(6)? != 0,
+                },
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.and_then(|(rec, stored)| {
+        let same: bool = stored.as_slice().ct_eq(&digest[..]).into();
+        (same && !rec.revoked).then_some(rec)
+    }))
+}
+
 impl Store {
     /// Opens (creating if needed) the state file and its tables.
     pub fn open(path: &Path) -> Result<Self, ServeError> {
@@ -154,28 +212,36 @@ impl Store {
             path: shown.clone(),
             source,
         };
-        let conn = Connection::open(path).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(wrap)?;
+        let conn = connect(path).map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
         Ok(Self {
-            path: shown,
+            path: path.to_path_buf(),
+            shown,
             conn: Mutex::new(conn),
+            key_readers: Mutex::new(Vec::new()),
         })
     }
 
     fn err(&self, source: rusqlite::Error) -> ServeError {
         ServeError::Store {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             source,
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// The shared connection: the CLI, the waitlist and the chat-page cap.
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (each call is one
         // statement or transaction), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ledger writer's own connection.
+    pub(crate) fn ledger_connection(&self) -> Result<LedgerConn, ServeError> {
+        Ok(LedgerConn {
+            conn: connect(&self.path).map_err(|e| self.err(e))?,
+            shown: self.shown.clone(),
+        })
     }
 
     /// Creates a key and returns (record, secret). The secret is shown once and never stored.
@@ -207,34 +273,20 @@ impl Store {
         ))
     }
 
-    /// Looks a presented secret up by its hash and re-checks the hash in constant time.
+    /// Looks a presented secret up on a key-lookup connection, never the shared one. Blocks on
+    /// SQLite: async callers run it with `spawn_blocking`.
     pub fn authenticate(&self, secret: &str) -> Result<Option<KeyRecord>, ServeError> {
-        let digest = hash_key(secret);
-        let conn = self.conn();
-        let row = conn
-            .query_row(
-                "SELECT id, name, display, hash, models, created, revoked FROM keys WHERE hash = ?1",
-                params![&digest[..]],
-                |r| {
-                    Ok((
-                        KeyRecord {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                            display: r.get(2)?,
-                            models: parse_models(r.get(4)?),
-                            created: r.get(5)?,
-                            revoked: r.get::<_, i64>(6)? != 0,
-                        },
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(row.and_then(|(rec, stored)| {
-            let same: bool = stored.as_slice().ct_eq(&digest[..]).into();
-            (same && !rec.revoked).then_some(rec)
-        }))
+        let idle = self.key_readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => connect(&self.path).map_err(|e| self.err(e))?,
+        };
+        let found = lookup_key(&conn, secret).map_err(|e| self.err(e))?;
+        let mut readers = self.key_readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < IDLE_KEY_READERS {
+            readers.push(conn);
+        }
+        Ok(found)
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, ServeError> {
@@ -269,14 +321,26 @@ impl Store {
         Ok(n)
     }
 
-    pub fn add_waitlist(&self, name: &str, email: &str, reason: &str) -> Result<i64, ServeError> {
-        let conn = self.conn();
-        conn.execute(
+    /// Adds a pending waitlist request unless `max_pending` are already waiting; `Ok(None)`
+    /// when the list is full. Count and insert run in one transaction so concurrent requests
+    /// cannot overshoot the bound.
+    pub fn add_waitlist(&self, name: &str, email: &str, reason: &str, max_pending: u64) -> Result<Option<i64>, ServeError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let pending: i64 = tx
+            .query_row("SELECT COUNT(*) FROM waitlist WHERE status = 'pending'", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if pending as u64 >= max_pending {
+            return Ok(None);
+        }
+        tx.execute(
             "INSERT INTO waitlist (name, email, reason, created) VALUES (?1, ?2, ?3, ?4)",
             params![name, email, reason, now_secs()],
         )
         .map_err(|e| self.err(e))?;
-        Ok(conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(Some(id))
     }
 
     pub fn list_waitlist(&self) -> Result<Vec<WaitlistEntry>, ServeError> {
@@ -324,28 +388,6 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok((rec, secret))
-    }
-
-    pub fn record(&self, e: &LedgerEntry) -> Result<(), ServeError> {
-        self.conn()
-            .execute(
-                "INSERT INTO ledger (ts, key_id, model, endpoint, prompt_tokens, completion_tokens, cost, latency_ms, status, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    e.ts,
-                    e.key_id,
-                    e.model,
-                    e.endpoint,
-                    e.prompt_tokens as i64,
-                    e.completion_tokens as i64,
-                    e.cost,
-                    e.latency_ms as i64,
-                    e.status,
-                    e.outcome
-                ],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     /// All ledger rows, oldest first (used by tests and audits).
@@ -440,6 +482,105 @@ impl Store {
     }
 }
 
+/// The ledger writer's connection. Its caller groups calls into transactions
+/// ([`LedgerConn::begin`], [`LedgerConn::commit`]) so that one commit covers every row change
+/// queued at that moment.
+pub(crate) struct LedgerConn {
+    conn: Connection,
+    shown: String,
+}
+
+impl LedgerConn {
+    fn err(&self, source: rusqlite::Error) -> ServeError {
+        ServeError::Store {
+            path: self.shown.clone(),
+            source,
+        }
+    }
+
+    pub fn begin(&self) -> Result<(), ServeError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))
+    }
+
+    pub fn commit(&self) -> Result<(), ServeError> {
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    /// Undoes a transaction whose commit failed, so the next one can begin.
+    pub fn rollback(&self) {
+        // Fails only when no transaction is open, which is then the state wanted.
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    /// Inserts a row and returns its id.
+    pub fn insert(&self, e: &LedgerEntry) -> Result<i64, ServeError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO ledger (ts, key_id, model, endpoint, prompt_tokens, completion_tokens, cost, latency_ms, status, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    e.ts,
+                    e.key_id,
+                    e.model,
+                    e.endpoint,
+                    e.prompt_tokens as i64,
+                    e.completion_tokens as i64,
+                    e.cost,
+                    e.latency_ms as i64,
+                    e.status,
+                    e.outcome
+                ])
+            })
+            .map_err(|err| self.err(err))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Brings an open row's completion tokens, cost and latency up to date.
+    pub fn progress(&self, row: i64, completion_tokens: u64, cost: f64, latency_ms: u64) -> Result<(), ServeError> {
+        self.conn
+            .prepare_cached("UPDATE ledger SET completion_tokens = ?2, cost = ?3, latency_ms = ?4 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![row, completion_tokens as i64, cost, latency_ms as i64]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Writes a row's final state over what admission and progress wrote.
+    pub fn settle(&self, row: i64, e: &LedgerEntry) -> Result<(), ServeError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE ledger SET ts = ?2, prompt_tokens = ?3, completion_tokens = ?4, cost = ?5, latency_ms = ?6,
+                        status = ?7, outcome = ?8 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    row,
+                    e.ts,
+                    e.prompt_tokens as i64,
+                    e.completion_tokens as i64,
+                    e.cost,
+                    e.latency_ms as i64,
+                    e.status,
+                    e.outcome
+                ])
+            })
+            .map_err(|err| self.err(err))?;
+        Ok(())
+    }
+
+    /// Closes the rows a previous server left open as interrupted, keeping the tokens (and the
+    /// cost of them) recorded so far; returns how many there were.
+    pub fn close_interrupted(&self) -> Result<usize, ServeError> {
+        self.conn
+            .execute(
+                "UPDATE ledger SET outcome = ?1 WHERE outcome = ?2",
+                params![OUTCOME_INTERRUPTED, OUTCOME_OPEN],
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,7 +608,7 @@ mod tests {
     #[test]
     fn waitlist_approval_makes_a_restricted_key() {
         let (_d, s) = store();
-        let id = s.add_waitlist("bob", "bob@example.com", "evals").unwrap();
+        let id = s.add_waitlist("bob", "bob@example.com", "evals", 10).unwrap().unwrap();
         let models = vec!["m-0314".to_string()];
         let (rec, secret) = s.approve(id, Some(&models)).unwrap();
         assert!(rec.may_use("m-0314", None));
@@ -481,20 +622,22 @@ mod tests {
     fn usage_groups_by_key_model_day() {
         let (_d, s) = store();
         let (rec, _) = s.create_key("k", None).unwrap();
+        let ledger = s.ledger_connection().unwrap();
         for (ts, model) in [(0, "a"), (10, "a"), (86_400, "a"), (20, "b")] {
-            s.record(&LedgerEntry {
-                ts,
-                key_id: rec.id,
-                model: model.into(),
-                endpoint: "chat".into(),
-                prompt_tokens: 10,
-                completion_tokens: 5,
-                cost: 0.5,
-                latency_ms: 1,
-                status: 200,
-                outcome: "ok".into(),
-            })
-            .unwrap();
+            ledger
+                .insert(&LedgerEntry {
+                    ts,
+                    key_id: rec.id,
+                    model: model.into(),
+                    endpoint: "chat".into(),
+                    prompt_tokens: 10,
+                    completion_tokens: 5,
+                    cost: 0.5,
+                    latency_ms: 1,
+                    status: 200,
+                    outcome: "ok".into(),
+                })
+                .unwrap();
         }
         let rows = s.usage(None).unwrap();
         assert_eq!(rows.len(), 3);
@@ -502,6 +645,66 @@ mod tests {
         let a = rows.iter().find(|r| r.model == "a" && r.day == "1970-01-01").unwrap();
         assert_eq!((a.requests, a.prompt_tokens, a.completion_tokens), (2, 20, 10));
         assert!((a.cost - 1.0).abs() < 1e-9);
+    }
+
+    fn entry(key_id: i64, outcome: &str, completion_tokens: u64) -> LedgerEntry {
+        LedgerEntry {
+            ts: 0,
+            key_id,
+            model: "m".into(),
+            endpoint: "chat.completions".into(),
+            prompt_tokens: 100,
+            completion_tokens,
+            cost: 0.001 * (100 + completion_tokens) as f64,
+            latency_ms: 0,
+            status: 200,
+            outcome: outcome.into(),
+        }
+    }
+
+    /// A row lives from admission to settlement in place; a crash leaves it open, and the next
+    /// start closes it as interrupted with the tokens and cost recorded so far, which `usage`
+    /// bills like any other row.
+    #[test]
+    fn ledger_rows_open_progress_settle_and_close_as_interrupted() {
+        let (_d, s) = store();
+        let ledger = s.ledger_connection().unwrap();
+        ledger.begin().unwrap();
+        let settled = ledger.insert(&entry(1, OUTCOME_OPEN, 0)).unwrap();
+        let crashed = ledger.insert(&entry(1, OUTCOME_OPEN, 0)).unwrap();
+        ledger.commit().unwrap();
+        ledger.progress(crashed, 7, 0.107, 5).unwrap();
+        ledger.settle(settled, &entry(1, "ok", 20)).unwrap();
+        let rows = s.ledger().unwrap();
+        assert_eq!((rows[0].outcome.as_str(), rows[0].completion_tokens), ("ok", 20));
+        assert_eq!((rows[1].outcome.as_str(), rows[1].completion_tokens), (OUTCOME_OPEN, 7));
+
+        let restarted = s.ledger_connection().unwrap();
+        assert_eq!(restarted.close_interrupted().unwrap(), 1);
+        assert_eq!(restarted.close_interrupted().unwrap(), 0);
+        let rows = s.ledger().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[1].outcome.as_str(), rows[1].prompt_tokens, rows[1].completion_tokens),
+            (OUTCOME_INTERRUPTED, 100, 7)
+        );
+        let usage = s.usage(None).unwrap();
+        assert_eq!(
+            (usage[0].requests, usage[0].prompt_tokens, usage[0].completion_tokens),
+            (2, 200, 27)
+        );
+        assert!((usage[0].cost - (0.120 + 0.107)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn waitlist_holds_at_most_max_pending() {
+        let (_d, s) = store();
+        assert!(s.add_waitlist("a", "a@x", "", 2).unwrap().is_some());
+        let b = s.add_waitlist("b", "b@x", "", 2).unwrap().unwrap();
+        assert_eq!(s.add_waitlist("c", "c@x", "", 2).unwrap(), None);
+        // Approving one makes room.
+        s.approve(b, None).unwrap();
+        assert!(s.add_waitlist("c", "c@x", "", 2).unwrap().is_some());
     }
 
     #[test]

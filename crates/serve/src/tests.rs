@@ -30,9 +30,11 @@ impl Clock for FrozenClock {
 const REPLY: &str = "Hello, world! How are you today?";
 
 /// Byte-level "model": every prompt gets `REPLY` (or `{"ok": true}` in JSON mode), one byte per
-/// token. A closed gate holds generation until opened, so tests can keep requests in flight.
+/// token. A closed gate holds generation, before the token numbered `hold_at`, until opened, so
+/// tests can keep requests in flight at a known point.
 struct FakeBackend {
     gate: watch::Receiver<bool>,
+    hold_at: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
 }
 
@@ -56,10 +58,13 @@ impl Backend for FakeBackend {
     }
     fn submit(&self, req: GenRequest, tag: usize, tx: UnboundedSender<(usize, GenEvent)>) -> Result<(), BackendError> {
         let mut gate = self.gate.clone();
+        let hold_at = self.hold_at.load(Ordering::SeqCst);
         let running = self.running.clone();
         tokio::spawn(async move {
             running.fetch_add(1, Ordering::SeqCst);
-            let _ = gate.wait_for(|open| *open).await;
+            if hold_at == 0 {
+                let _ = gate.wait_for(|open| *open).await;
+            }
             let tok = |b: u8, lp: Option<f32>, k: usize| TokenLogprob {
                 token: u32::from(b),
                 text: (b as char).to_string(),
@@ -92,7 +97,10 @@ impl Backend for FakeBackend {
                 text.truncate(req.max_tokens);
                 finish = FinishReason::Length;
             }
-            for b in text.bytes() {
+            for (k, b) in text.bytes().enumerate() {
+                if k > 0 && k == hold_at {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
                 let lp = req.logprobs.map(|k| tok(b, Some(-0.25), k));
                 if tx
                     .send((
@@ -129,11 +137,13 @@ impl Backend for FakeBackend {
 }
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    config: Config,
     state: Arc<AppState>,
     app: Router,
     key: String,
     gate: watch::Sender<bool>,
+    hold_at: Arc<AtomicUsize>,
 }
 
 fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
@@ -155,26 +165,35 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
     config.aliases.insert("fake".into(), "fake-0314".into());
     config.server.max_body_bytes = 64 * 1024;
     edit(&mut config);
-    let (gate_tx, gate_rx) = watch::channel(true);
+    let (gate, gate_rx) = watch::channel(true);
+    let hold_at = Arc::new(AtomicUsize::new(0));
+    let state = fake_state(&config, store, gate_rx, &hold_at);
+    Harness {
+        dir,
+        config,
+        app: router(state.clone()),
+        state,
+        key,
+        gate,
+        hold_at,
+    }
+}
+
+/// A server over fake models: every snapshot of `config` answers through its own [`FakeBackend`].
+fn fake_state(config: &Config, store: Arc<Store>, gate: watch::Receiver<bool>, hold_at: &Arc<AtomicUsize>) -> Arc<AppState> {
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for s in &config.snapshots {
         backends.insert(
             s.id.clone(),
             Arc::new(FakeBackend {
-                gate: gate_rx.clone(),
+                gate: gate.clone(),
+                hold_at: hold_at.clone(),
                 running: Arc::default(),
             }),
         );
     }
     let clock = Arc::new(FrozenClock(AtomicU64::new(0f64.to_bits())));
-    let state = Arc::new(AppState::new(&config, backends, store, clock).unwrap());
-    Harness {
-        _dir: dir,
-        app: router(state.clone()),
-        state,
-        key,
-        gate: gate_tx,
-    }
+    Arc::new(AppState::new(config, backends, store, clock).unwrap())
 }
 
 fn harness() -> Harness {
@@ -682,8 +701,77 @@ async fn request_larger_than_tpm_is_not_retryable() {
     assert!(v["error"]["message"].as_str().unwrap().starts_with("Request too large"));
 }
 
+/// Reads an SSE body until `enough` holds for the text of its content deltas so far.
+async fn read_stream_until(body: &mut Body, enough: impl Fn(&str) -> bool) -> String {
+    let mut raw = Vec::new();
+    loop {
+        let text: String = sse_data(&raw)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+            .collect();
+        if enough(&text) {
+            return text;
+        }
+        let frame = body.frame().await.expect("the stream ended early").unwrap();
+        raw.extend_from_slice(&frame.into_data().unwrap());
+    }
+}
+
+/// Flushes the ledger until it holds a row that `settled` accepts: a stream task records its
+/// request when it notices the closed connection, which happens on another task.
+async fn wait_for_ledger(h: &Harness, settled: impl Fn(&crate::store::LedgerEntry) -> bool) -> Vec<crate::store::LedgerEntry> {
+    for _ in 0..3000 {
+        h.state.flush_ledger();
+        let ledger = h.state.store().ledger().unwrap();
+        if ledger.iter().any(&settled) {
+            return ledger;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no settled ledger row after 30 s: {:?}", h.state.store().ledger().unwrap());
+}
+
+const CHAT_PROMPT: &str = "system:You are terse.\nuser:Hi\nassistant:";
+
+/// A client that closes a stream mid-way pays for its prompt and the tokens it was sent, and
+/// the rate limiter is settled with them (before, both were 0 and the reservation came back).
 #[tokio::test]
-async fn disconnect_mid_stream_is_still_recorded() {
+async fn disconnect_mid_stream_charges_the_prompt_and_tokens_so_far() {
+    let h = harness_with(|c| c.limits.tokens_per_minute = 1000);
+    h.hold_at.store(10, Ordering::SeqCst);
+    h.gate.send_replace(false);
+    let req = h.request(
+        "POST",
+        "/v1/chat/completions",
+        Some(chat_body(json!({"stream": true, "max_tokens": 40}))),
+        Some(&h.key),
+    );
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let seen = read_stream_until(&mut body, |t| t.len() >= 10).await;
+    assert_eq!(seen, REPLY[..10]);
+    drop(body);
+    let ledger = wait_for_ledger(&h, |e| e.outcome == "client_disconnected").await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    let prompt = CHAT_PROMPT.len() as u64;
+    assert_eq!((ledger[0].prompt_tokens, ledger[0].completion_tokens), (prompt, 10));
+    let cost = (prompt as f64 * 0.03 + 10.0 * 0.06) / 1000.0;
+    assert!((ledger[0].cost - cost).abs() < 1e-12, "{}", ledger[0].cost);
+    // The limiter kept prompt + 10 tokens of the first request's reservation.
+    h.gate.send_replace(true);
+    h.hold_at.store(0, Ordering::SeqCst);
+    let (s, headers, _) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 4}))).await;
+    assert_eq!(s, 200);
+    let remaining = 1000 - (prompt + 10) - (prompt + 4);
+    assert_eq!(headers["x-ratelimit-remaining-tokens"], remaining.to_string());
+}
+
+/// The ledger row exists from admission on (`open`, prompt tokens known) and is settled in
+/// place when the request ends: one row per request, never a second one.
+#[tokio::test]
+async fn ledger_row_is_written_at_admission_and_settled_at_the_end() {
     let h = harness();
     h.gate.send_replace(false);
     let req = h.request(
@@ -695,22 +783,191 @@ async fn disconnect_mid_stream_is_still_recorded() {
     let resp = h.app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
-    drop(body);
-    // The stream task notices the closed connection and records the request.
-    let mut ledger = Vec::new();
-    for _ in 0..500 {
-        h.state.flush_ledger();
-        ledger = h.state.store().ledger().unwrap();
-        if !ledger.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    body.frame().await.unwrap().unwrap();
+    h.state.flush_ledger();
+    let ledger = h.state.store().ledger().unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].outcome, "open");
+    assert_eq!(ledger[0].prompt_tokens, CHAT_PROMPT.len() as u64);
+    h.gate.send_replace(true);
+    read_stream_until(&mut body, |t| t == REPLY).await;
+    while body.frame().await.is_some() {}
+    let ledger = wait_for_ledger(&h, |e| e.outcome == "ok").await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].completion_tokens, REPLY.len() as u64);
+}
+
+/// A restart after a crash (here: a second server on the same state file while the first still
+/// holds a stream) closes the rows left open as `interrupted`, with the tokens known, and
+/// `usage` bills them.
+#[tokio::test]
+async fn restart_closes_open_rows_as_interrupted_and_usage_bills_them() {
+    let h = harness();
+    h.hold_at.store(10, Ordering::SeqCst);
+    h.gate.send_replace(false);
+    let req = h.request(
+        "POST",
+        "/v1/chat/completions",
+        Some(chat_body(json!({"stream": true}))),
+        Some(&h.key),
+    );
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    let mut body = resp.into_body();
+    read_stream_until(&mut body, |t| t.len() >= 10).await;
+    h.state.flush_ledger();
+    let store = Arc::new(Store::open(&h.dir.path().join("state.sqlite")).unwrap());
+    let restarted = fake_state(&h.config, store.clone(), watch::channel(true).1, &Arc::default());
+    restarted.flush_ledger();
+    let ledger = store.ledger().unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    let row = &ledger[0];
+    assert_eq!(row.outcome, "interrupted");
+    assert_eq!(row.prompt_tokens, CHAT_PROMPT.len() as u64);
+    assert!((1..=10).contains(&row.completion_tokens), "{row:?}");
+    let usage = store.usage(None).unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].requests, usage[0].prompt_tokens), (1, row.prompt_tokens));
+    assert_eq!(usage[0].completion_tokens, row.completion_tokens);
+    assert!(usage[0].cost > 0.0);
+}
+
+/// Key lookup has its own connection: a request authenticates while another user of the
+/// state file holds its shared connection (before, the lookup waited on that lock, on a
+/// runtime worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_lookup_does_not_wait_for_other_store_users() {
+    let h = Arc::new(harness());
+    let store = h.state.store().clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _guard = store.conn();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    locked_rx.recv().unwrap();
+    let task = {
+        let h = h.clone();
+        tokio::spawn(async move { h.send(h.request("GET", "/v1/models", None, Some(&h.key))).await.0 })
+    };
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(60), task).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(answered.expect("the key lookup waited for the store's lock").unwrap(), 200);
+}
+
+/// `ferrogpt keys revoke` runs in another process: the server refuses the key on the very
+/// next request.
+#[tokio::test]
+async fn revoked_key_is_refused_on_the_next_request() {
+    let h = harness();
+    let (s, _, _) = h.send(h.request("GET", "/v1/models", None, Some(&h.key))).await;
+    assert_eq!(s, 200);
+    let other_process = Store::open(&h.dir.path().join("state.sqlite")).unwrap();
+    assert_eq!(other_process.revoke_key("tester").unwrap(), 1);
+    let (s, _, b) = h.send(h.request("GET", "/v1/models", None, Some(&h.key))).await;
+    assert_eq!(s, 401);
+    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["error"]["code"], "invalid_api_key");
+}
+
+/// Requests refused after authentication count against the key's RPM: those naming a model
+/// against that model's bucket, those that name none against the key's own.
+#[tokio::test]
+async fn refused_requests_count_against_requests_per_minute() {
+    let h = harness_with(|c| c.limits.requests_per_minute = 2);
+    let long = json!({"model": "fake", "messages": [{"role": "user", "content": "x".repeat(300)}]});
+    let (s, _, v) = h.post("/v1/chat/completions", long).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("context_length_exceeded"))
+    );
+    let (s, _, _) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 4}))).await;
+    assert_eq!(s, 200);
+    let (s, headers, v) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 4}))).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["type"], "requests");
+    assert!(headers.contains_key("retry-after"));
+
+    let garbage = || {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/chat/completions")
+            .header("authorization", format!("Bearer {}", h.key))
+            .body(Body::from("{"))
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let (s, _, _) = h.send(garbage()).await;
+        assert_eq!(s, 400);
     }
-    assert_eq!(ledger.len(), 1);
-    assert_eq!(ledger[0].outcome, "client_disconnected");
-    assert!(ledger[0].prompt_tokens == 0 && ledger[0].completion_tokens == 0);
+    let (s, _, b) = h.send(garbage()).await;
+    assert_eq!(s, 429, "{}", String::from_utf8_lossy(&b));
+    assert_envelope(&serde_json::from_slice(&b).unwrap(), s);
+    // Another model's bucket is untouched.
+    let (s, _, _) = h
+        .post(
+            "/v1/chat/completions",
+            chat_body(json!({"model": "fake-32k-0314", "max_tokens": 4})),
+        )
+        .await;
+    assert_eq!(s, 200);
+}
+
+/// A chat-page message refused by the rate limiter does not use up the page's cap.
+#[tokio::test]
+async fn chat_page_cap_is_taken_after_the_rate_limiter() {
+    let h = harness_with(|c| {
+        c.chat.messages_per_window = 5;
+        c.limits.requests_per_minute = 1;
+    });
+    let (s, _, _) = h.post("/chat/api/completions", chat_body(json!({}))).await;
+    assert_eq!(s, 200);
+    let (s, _, v) = h.post("/chat/api/completions", chat_body(json!({}))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limit_exceeded"))
+    );
+    let (_, _, b) = h.send(h.request("GET", "/chat/api/usage", None, Some(&h.key))).await;
+    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["used"], 1);
+}
+
+fn from_address(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+    let addr = std::net::SocketAddr::from((ip, 40_000));
+    req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+/// The waitlist takes a few entries per client address per hour and short fields only.
+#[tokio::test]
+async fn waitlist_limits_inserts_per_address_and_field_length() {
+    let h = harness();
+    let entry = |i: usize| json!({"name": format!("Ada {i}"), "email": "ada@example.com", "reason": "evals"});
+    for i in 0..5 {
+        let (s, _, _) = h
+            .send(from_address(h.request("POST", "/v1/waitlist", Some(entry(i)), None), [10, 0, 0, 1]))
+            .await;
+        assert_eq!(s, 201);
+    }
+    let (s, headers, b) = h
+        .send(from_address(h.request("POST", "/v1/waitlist", Some(entry(5)), None), [10, 0, 0, 1]))
+        .await;
+    assert_eq!(s, 429, "{}", String::from_utf8_lossy(&b));
+    assert!(headers.contains_key("retry-after"));
+    assert_envelope(&serde_json::from_slice(&b).unwrap(), s);
+    let (s, _, _) = h
+        .send(from_address(h.request("POST", "/v1/waitlist", Some(entry(6)), None), [10, 0, 0, 2]))
+        .await;
+    assert_eq!(s, 201);
+    let long_name = json!({"name": "n".repeat(201), "email": "ada@example.com"});
+    let (s, _, b) = h
+        .send(from_address(
+            h.request("POST", "/v1/waitlist", Some(long_name), None),
+            [10, 0, 0, 3],
+        ))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["error"]["param"], "name");
+    assert_eq!(h.state.store().list_waitlist().unwrap().len(), 6);
 }
 
 #[tokio::test]
@@ -798,11 +1055,13 @@ mod real_engine {
         let clock = Arc::new(FrozenClock(AtomicU64::new(0f64.to_bits())));
         let state = Arc::new(AppState::new(&config, backends, store, clock).unwrap());
         let h = Harness {
-            _dir: dir,
+            dir,
+            config,
             app: router(state.clone()),
             state,
             key,
             gate: watch::channel(true).0,
+            hold_at: Arc::default(),
         };
         (h, backend)
     }
