@@ -39,6 +39,7 @@ pub struct ServeArgs {
     alias: String,
     #[arg(long)]
     host: Option<String>,
+    /// Port to listen on; 0 picks a free one (printed at start)
     #[arg(long)]
     port: Option<u16>,
     /// Requests per minute per key and model (default 200)
@@ -53,6 +54,10 @@ pub struct ServeArgs {
     /// Chat page messages per key per window (default 25 per 3 hours)
     #[arg(long)]
     chat_cap: Option<u64>,
+    /// On SIGTERM or Ctrl-C, seconds running requests get to finish before they are cut
+    /// short and recorded as interrupted (default 30)
+    #[arg(long)]
+    drain_seconds: Option<f64>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -137,6 +142,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(c) = args.chat_cap {
         config.chat.messages_per_window = c;
     }
+    if let Some(d) = args.drain_seconds {
+        config.server.drain_seconds = d;
+    }
     config.validate("command line")?;
     let store = Arc::new(args.state.open()?);
 
@@ -156,6 +164,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        // The bound address, which differs from the configured one with port 0.
+        let addr = listener.local_addr().context("reading the listening address")?;
         let aliases: Vec<String> = config.aliases.iter().map(|(a, s)| format!("{a} -> {s}")).collect();
         tracing::info!("serving on http://{addr} (models: {})", aliases.join(", "));
         eprintln!("ferrogpt serving on http://{addr}  (chat page at /, API at /v1)");
@@ -169,7 +179,7 @@ fn load_backend(folder: &std::path::Path, slots: usize) -> anyhow::Result<Arc<dy
     Ok(Arc::new(ferrogpt_serve::engine::EngineBackend::load(folder, slots)?))
 }
 
-/// Ctrl-C or SIGTERM: stop accepting, let running streams finish.
+/// Ctrl-C or SIGTERM: stop accepting, let running requests finish until the drain deadline.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -192,11 +202,30 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: draining open requests");
 }
 
+/// Text that others supplied (waitlist fields, key names made from them), made safe to print on
+/// the operator's terminal: control characters (escape sequences start with one) and the
+/// invisible characters that reorder or hide text are shown as `\u{..}` escapes, and `\` as
+/// `\\`, so that what is printed is exactly what is stored.
+fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(c as u32, 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB);
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || invisible {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn print_key_line(k: &ferrogpt_serve::store::KeyRecord) {
     println!(
         "{:>4}  {:<24} {:<20} {:<8} {}",
         k.id,
-        k.name,
+        terminal_safe(&k.name),
         k.display,
         if k.revoked { "revoked" } else { "active" },
         k.models.as_ref().map_or_else(|| "all models".to_string(), |m| m.join(","))
@@ -230,7 +259,14 @@ pub fn run_keys(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Waitlist { state } => {
             println!("{:>4}  {:<9} {:<24} {:<30} reason", "id", "status", "name", "email");
             for w in state.open()?.list_waitlist()? {
-                println!("{:>4}  {:<9} {:<24} {:<30} {}", w.id, w.status, w.name, w.email, w.reason);
+                println!(
+                    "{:>4}  {:<9} {:<24} {:<30} {}",
+                    w.id,
+                    w.status,
+                    terminal_safe(&w.name),
+                    terminal_safe(&w.email),
+                    terminal_safe(&w.reason)
+                );
             }
         }
         KeysCommand::Approve { id, models, state } => {
@@ -276,7 +312,13 @@ pub fn run_usage(args: UsageArgs) -> anyhow::Result<()> {
     for r in &rows {
         println!(
             "{:<10}  {:<36} {:<24} {:>8} {:>12} {:>12} {:>10.4}",
-            r.day, r.key, r.model, r.requests, r.prompt_tokens, r.completion_tokens, r.cost
+            r.day,
+            terminal_safe(&r.key),
+            r.model,
+            r.requests,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cost
         );
         req += r.requests;
         pt += r.prompt_tokens;
@@ -288,4 +330,20 @@ pub fn run_usage(args: UsageArgs) -> anyhow::Result<()> {
         "total", "", "", req, pt, ct, cost
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn terminal_safe_escapes_control_and_invisible_characters() {
+        assert_eq!(terminal_safe("Ada Lovelace <ada@example.com>"), "Ada Lovelace <ada@example.com>");
+        assert_eq!(terminal_safe("Zoë 世界"), "Zoë 世界");
+        assert_eq!(terminal_safe("\x1b[2J\x1b]0;pwned\x07"), "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}");
+        assert_eq!(terminal_safe("a\nb\rc\td\u{9b}"), "a\\u{a}b\\u{d}c\\u{9}d\\u{9b}");
+        assert_eq!(terminal_safe("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        // A literal backslash cannot pass for an escape.
+        assert_eq!(terminal_safe("\\u{1b}"), "\\\\u{1b}");
+    }
 }
