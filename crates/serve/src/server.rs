@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -269,6 +269,10 @@ async fn get_model(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id)
 }
 
 async fn read_body(st: &AppState, body: Body) -> Result<Map<String, Value>, ApiError> {
+    // A body declared larger than the limit is refused before any of it is read.
+    if body.size_hint().lower() > st.max_body as u64 {
+        return Err(ApiError::payload_too_large(st.max_body));
+    }
     let read = tokio::time::timeout(st.body_timeout, axum::body::to_bytes(body, st.max_body)).await;
     let read = read.map_err(|_| ApiError::request_timeout(st.body_timeout.as_secs_f64()))?;
     let bytes = read.map_err(|e| {

@@ -19,6 +19,8 @@ use crate::ratelimit::Clock;
 use crate::server::{router, AppState};
 use crate::store::Store;
 
+mod hostile;
+
 /// A clock that only moves when told to, so rate-limit tests cannot depend on timing.
 struct FrozenClock(AtomicU64);
 impl Clock for FrozenClock {
