@@ -1,38 +1,86 @@
-//! The chat template. Each message is `<|role|>content<|end|>` after one
-//! `<|bos|>`, and the prompt ends with `<|assistant|>` for the reply. The
-//! system message keeps its own role token — it is never merged into the
-//! user turn — which is what makes it steer.
+//! Conversations and the chat template. Each message is `<|role|>content<|end|>` after one
+//! `<|bos|>`, and the prompt ends with `<|assistant|>` for the reply. The system message keeps
+//! its own role token — it is never merged into the user turn — which is what makes it steer.
+//!
+//! A message's content is a list of parts: text, and images (decoded bytes with their media
+//! type). The vision model will place an image's features at `<|image|>` positions; the
+//! text-only models of today refuse image parts with [`InferError::TextOnly`].
 
 use ferrogpt_tokenizer::{Special, Tokenizer};
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+use crate::InferError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     System,
     User,
     Assistant,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: Role,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role,
-            content: content.into(),
+impl Role {
+    /// OpenAI's name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
         }
     }
 }
 
-/// Token ids of a conversation, ready for the assistant's reply. Message
-/// contents are encoded as plain text: a user typing `<|end|>` gets those
-/// characters, not the control token.
-pub fn render_chat(tok: &Tokenizer, messages: &[ChatMessage]) -> Vec<u32> {
+/// An image sent inline with a message: its bytes as decoded from the request, still in
+/// their file format (`media_type`, e.g. `image/png`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePart {
+    pub media_type: String,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentPart {
+    Text(String),
+    Image(ImagePart),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: Vec<ContentPart>,
+}
+
+impl ChatMessage {
+    /// A message of one text part.
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        ChatMessage {
+            role,
+            content: vec![ContentPart::Text(text.into())],
+        }
+    }
+
+    /// The text parts joined, images left out.
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text(t) => Some(t.as_str()),
+                ContentPart::Image(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn has_images(&self) -> bool {
+        self.content.iter().any(|p| matches!(p, ContentPart::Image(_)))
+    }
+}
+
+/// Token ids of a conversation, ready for the assistant's reply. Message contents are encoded
+/// as plain text: a user typing `<|end|>` gets those characters, not the control token. A
+/// message's text parts are joined before encoding, so splitting text into parts does not
+/// change the tokens. Image parts are refused: no model reads them yet.
+pub fn render_chat(tok: &Tokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError> {
+    if let Some(message) = messages.iter().position(ChatMessage::has_images) {
+        return Err(InferError::TextOnly { message });
+    }
     let mut ids = vec![tok.special_id(Special::Bos)];
     for m in messages {
         let role = match m.role {
@@ -41,9 +89,9 @@ pub fn render_chat(tok: &Tokenizer, messages: &[ChatMessage]) -> Vec<u32> {
             Role::Assistant => Special::Assistant,
         };
         ids.push(tok.special_id(role));
-        ids.extend(tok.encode(&m.content));
+        ids.extend(tok.encode(&m.text()));
         ids.push(tok.special_id(Special::End));
     }
     ids.push(tok.special_id(Special::Assistant));
-    ids
+    Ok(ids)
 }

@@ -1,25 +1,48 @@
-//! ferrogpt-infer: a model folder turned into text. Loads `config.json` +
-//! `model.safetensors` + `tokenizer.json`, renders chat prompts, samples with
-//! the engine's KV cache, and scores continuations (log-likelihood evals).
+//! ferrogpt-infer: a model folder turned into text, and the one owner of generation. Loads
+//! `config.json` + `model.safetensors` + `tokenizer.json`, turns OpenAI-shaped requests into
+//! generation inputs, decodes many sequences together, and scores continuations
+//! (log-likelihood evals).
 //!
-//! Owns: sampling policy ([`sample`]), the chat template ([`chat`]), stop
-//! sequences, single-request generation and scoring ([`LocalModel`]).
-//! Must not touch: kernels and weights layout (the engine's), HTTP, rate
-//! limits and batching policy across requests (the server's, built on
-//! [`ferrogpt_engine::KvCache`] and [`sample::Sampler`]).
+//! Owns, each defined once for every caller (the server, `local:` evals, `ferrogpt generate`,
+//! the speedrun's samples, capability measurement, RL rollouts):
+//! - the shared types: [`ChatMessage`] with text and image parts, [`Role`], [`FinishReason`],
+//!   [`TokenLogprob`] ([`chat`], [`engine`], [`sample`]);
+//! - the sampling parameters and their rules ([`SamplingParams`]), sampling itself
+//!   ([`Sampler`]), stop sequences ([`stop`]) and JSON mode ([`json_mode`]);
+//! - the translation of OpenAI-shaped requests ([`request`]);
+//! - the BOS policy ([`prompt`]) and the chat template ([`chat`]);
+//! - the batch decoder ([`engine::BatchDecoder`]): continuous batching, chunked prefill,
+//!   per-sequence state and fair admission between groups;
+//! - model folders and scoring ([`LocalModel`]).
+//!
+//! Must not touch: kernels and weights layout (the engine's), HTTP, API keys, rate limits and
+//! the scheduler thread (the server's).
 
 pub mod chat;
+pub mod engine;
+pub mod json_mode;
+pub mod prompt;
+pub mod request;
 pub mod sample;
 pub mod stop;
 
-pub use chat::{render_chat, ChatMessage, Role};
-pub use sample::{Sampler, SamplingParams, TokenConstraint, TokenLogprob};
+pub use chat::{render_chat, ChatMessage, ContentPart, ImagePart, Role};
+pub use engine::{BatchDecoder, Completion, DecoderConfig, FinishReason, GenerationEvent, GenerationRequest, SeqId};
+pub use prompt::{text_prompt, token_prompt, PromptTokens};
+pub use request::RequestError;
+pub use sample::{ResponseFormat, Sampler, SamplingParams, TokenConstraint, TokenLogprob};
 pub use stop::StopMatcher;
 
 use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
 use ferrogpt_engine::{KvCache, Model, ModelConfig};
-use ferrogpt_tokenizer::{Special, StreamDecoder, Tokenizer};
+use ferrogpt_tokenizer::{Special, Tokenizer};
 use std::path::{Path, PathBuf};
+
+/// Most sequences [`LocalModel::generate`] decodes together: enough rows to keep the matmuls
+/// efficient on small models, few enough that the cache stays small on large ones.
+const GENERATE_SLOTS: usize = 64;
+/// Prompt tokens [`LocalModel::generate`] prefills per step.
+const GENERATE_PREFILL_CHUNK: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
@@ -29,28 +52,16 @@ pub enum InferError {
     Engine(#[from] ferrogpt_engine::EngineError),
     #[error("the prompt has {prompt} tokens; the model's context length is {context}")]
     ContextLength { prompt: usize, context: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("prompt token id {token} is outside the vocabulary of {vocab}")]
+    BadToken { token: u32, vocab: usize },
+    #[error("invalid '{}': {}", .0.param, .0.message)]
+    Request(#[from] RequestError),
+    #[error("message {message} has an image part, and this model reads text only")]
+    TextOnly { message: usize },
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Why generation ended, in OpenAI's words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// `<|end|>` or a stop sequence.
-    Stop,
-    /// `max_tokens` or the context length.
-    Length,
-}
-
-#[derive(Clone, Debug)]
-pub struct Completion {
-    pub text: String,
-    pub tokens: Vec<u32>,
-    pub logprobs: Vec<TokenLogprob>,
-    pub finish_reason: FinishReason,
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,75 +144,52 @@ impl LocalModel {
         &self.dir
     }
 
-    /// Generates from `prompt` (token ids) until `<|end|>`, a stop sequence,
-    /// `max_tokens` or the context length; `on_text` receives the text as it
-    /// becomes final (held back while it could still be part of a stop sequence).
+    /// Generates from `prompt` (token ids, under the BOS policy of [`prompt`]) until `<|end|>`,
+    /// a stop sequence, `max_tokens` or the context length; `on_text` receives the text as it
+    /// becomes final (held back while it could still be part of a stop sequence). One
+    /// sequence through the [`BatchDecoder`], its whole prompt prefilled in one step.
     pub fn complete(&self, prompt: &[u32], params: &SamplingParams, on_text: &mut dyn FnMut(&str)) -> Result<Completion, InferError> {
-        params.validate().map_err(InferError::Invalid)?;
-        let ctx = self.context_length();
-        if prompt.is_empty() {
-            return Err(InferError::Invalid("the prompt is empty".into()));
-        }
-        if prompt.len() >= ctx {
-            return Err(InferError::ContextLength {
-                prompt: prompt.len(),
-                context: ctx,
-            });
-        }
-        let budget = params.max_tokens.min(ctx - prompt.len());
-        let mut cache = KvCache::<f32>::new(&self.model.cfg, 1, prompt.len() + budget);
-        let mut logits = Vec::new();
-        let mut sampler = Sampler::new(params.clone(), self.model.cfg.vocab_size);
-        let mut decoder = StreamDecoder::new();
-        let mut stops = StopMatcher::new(params.stop.clone());
-        let end = self.tokenizer.special_id(Special::End);
-        let (mut tokens, mut lps) = (Vec::new(), Vec::new());
-        let mut text = String::new();
-        let mut finish = FinishReason::Length;
-        let mut next_input: Vec<u32> = prompt.to_vec();
-        while tokens.len() < budget {
-            self.model.forward_cached(
-                &mut cache,
-                &[SeqChunk {
-                    slot: 0,
-                    tokens: &next_input,
-                }],
-                LogitsFor::Last,
-                &mut logits,
-            )?;
-            let (tok, lp) = sampler.sample(&mut logits);
-            if tok == end && params.stop_at_end {
-                finish = FinishReason::Stop;
-                break;
-            }
-            tokens.push(tok);
-            lps.push(lp);
-            let delta = decoder.push(&self.tokenizer, tok);
-            let (emit, hit) = stops.push(&delta);
-            text.push_str(&emit);
-            on_text(&emit);
-            if hit {
-                finish = FinishReason::Stop;
-                break;
-            }
-            next_input.clear();
-            next_input.push(tok);
-        }
-        if finish == FinishReason::Length || !stops.matched() {
-            let rest = decoder.finish();
-            let (emit, _) = stops.push(&rest);
-            let tail = format!("{emit}{}", stops.flush());
-            text.push_str(&tail);
-            on_text(&tail);
-        }
-        Ok(Completion {
-            text,
-            completion_tokens: tokens.len(),
-            tokens,
-            logprobs: lps,
-            finish_reason: finish,
-            prompt_tokens: prompt.len(),
-        })
+        let request = GenerationRequest::new(prompt.to_vec(), params.clone());
+        let mut decoder = BatchDecoder::new(
+            self,
+            DecoderConfig {
+                slots: 1,
+                max_sequence_len: self.sequence_len(&request),
+                prefill_chunk: prompt.len(),
+            },
+        );
+        let id = decoder.add(request)?;
+        let mut out = engine::run_to_end(&mut decoder, &[id], &mut |_, text| on_text(text))?;
+        out.pop()
+            .ok_or_else(|| InferError::Invalid("the decoder returned no completion for the request".into()))
+    }
+
+    /// Runs every request to its end, decoding up to 64 together with continuous batching,
+    /// and returns their completions in order. Each request samples with its own seed, so a
+    /// result does not depend on the other requests beyond float rounding (see [`engine`]).
+    /// Fails without generating anything if any request is invalid.
+    pub fn generate(&self, requests: &[GenerationRequest]) -> Result<Vec<Completion>, InferError> {
+        let Some(max_sequence_len) = requests.iter().map(|r| self.sequence_len(r)).max() else {
+            return Ok(Vec::new());
+        };
+        let mut decoder = BatchDecoder::new(
+            self,
+            DecoderConfig {
+                slots: requests.len().min(GENERATE_SLOTS),
+                max_sequence_len,
+                prefill_chunk: GENERATE_PREFILL_CHUNK,
+            },
+        );
+        let ids = requests.iter().map(|r| decoder.add(r.clone())).collect::<Result<Vec<_>, _>>()?;
+        engine::run_to_end(&mut decoder, &ids, &mut |_, _| {})
+    }
+
+    /// Cache positions `request` can use: its prompt and budget, within the context.
+    fn sequence_len(&self, request: &GenerationRequest) -> usize {
+        let context = self.context_length();
+        let room = context.saturating_sub(request.prompt.len());
+        let budget = request.params.max_tokens.map_or(room, |m| m.min(room));
+        (request.prompt.len() + budget).min(context)
     }
 
     /// Log-likelihood of `continuation` after `context` (lm-evaluation-harness'

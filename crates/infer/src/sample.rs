@@ -6,22 +6,48 @@ use ferrogpt_engine::rng::Rng;
 use serde::Serialize;
 use std::collections::HashMap;
 
+use crate::request::RequestError;
+
+/// Most entries in `logit_bias` (OpenAI's limit).
+pub const MAX_LOGIT_BIAS_ENTRIES: usize = 300;
+/// Most stop sequences (OpenAI's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// Most alternatives reported per position (OpenAI's `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// How one sequence is sampled and when it stops: the one parameter type of every caller
+/// (the server, `local:` evals, `ferrogpt generate`, capability measurement), checked by one
+/// set of rules ([`SamplingParams::validate`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
     /// 0 means greedy.
     pub temperature: f32,
+    /// Nucleus sampling; 0 means "only the most likely token" (greedy), as in OpenAI's API.
     pub top_p: f32,
     pub top_k: Option<usize>,
-    pub max_tokens: usize,
-    pub seed: u64,
+    /// Most tokens to generate; `None`: until the context is full. 0 only scores the prompt.
+    pub max_tokens: Option<usize>,
+    /// `None`: a seed drawn from the operating system's entropy for each sequence.
+    pub seed: Option<u64>,
     pub stop: Vec<String>,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
     pub logit_bias: HashMap<u32, f32>,
     /// Stop at `<|end|>` (true for chat and samples; raw completions may want to go on).
     pub stop_at_end: bool,
-    /// Alternatives reported per position in [`TokenLogprob::top`].
-    pub top_logprobs: usize,
+    /// `Some(k)`: report each generated token's logprob with its `k` most likely alternatives
+    /// (also the alternatives reported with prompt logprobs).
+    pub logprobs: Option<usize>,
+    pub response_format: ResponseFormat,
+}
+
+/// OpenAI's `response_format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponseFormat {
+    #[default]
+    Text,
+    /// One syntactically valid JSON object (see [`crate::json_mode`]).
+    JsonObject,
 }
 
 impl Default for SamplingParams {
@@ -30,38 +56,99 @@ impl Default for SamplingParams {
             temperature: 1.0,
             top_p: 1.0,
             top_k: None,
-            max_tokens: 256,
-            seed: 0,
+            max_tokens: Some(256),
+            seed: Some(0),
             stop: Vec::new(),
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_bias: HashMap::new(),
             stop_at_end: true,
-            top_logprobs: 0,
+            logprobs: None,
+            response_format: ResponseFormat::Text,
         }
     }
 }
 
+fn out_of_range(param: &str, value: impl std::fmt::Display, lo: f32, hi: f32) -> RequestError {
+    RequestError::new(
+        param,
+        format!("{value} is not valid for '{param}': it must be between {lo} and {hi}."),
+    )
+}
+
 impl SamplingParams {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(0.0..=2.0).contains(&self.temperature) {
-            return Err(format!("temperature {} must be between 0 and 2", self.temperature));
+    /// The rules every caller's parameters follow; the error names the offending field as
+    /// OpenAI's API spells it.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        let within = |v: f32, lo: f32, hi: f32| v.is_finite() && (lo..=hi).contains(&v);
+        if !within(self.temperature, 0.0, 2.0) {
+            return Err(out_of_range("temperature", self.temperature, 0.0, 2.0));
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top_p {} must be in (0, 1]", self.top_p));
+        if !within(self.top_p, 0.0, 1.0) {
+            return Err(out_of_range("top_p", self.top_p, 0.0, 1.0));
         }
         if self.top_k == Some(0) {
-            return Err("top_k must be at least 1".into());
+            return Err(RequestError::new("top_k", "'top_k' must be at least 1."));
         }
         for (name, v) in [
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
         ] {
-            if !(-2.0..=2.0).contains(&v) {
-                return Err(format!("{name} {v} must be between -2 and 2"));
+            if !within(v, -2.0, 2.0) {
+                return Err(out_of_range(name, v, -2.0, 2.0));
             }
         }
+        if self.stop.len() > MAX_STOP_SEQUENCES {
+            return Err(RequestError::new(
+                "stop",
+                format!("'stop' may hold at most {MAX_STOP_SEQUENCES} sequences, not {}.", self.stop.len()),
+            ));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(RequestError::new("stop", "Stop sequences must not be empty."));
+        }
+        if self.logit_bias.len() > MAX_LOGIT_BIAS_ENTRIES {
+            return Err(RequestError::new(
+                "logit_bias",
+                format!(
+                    "'logit_bias' may hold at most {MAX_LOGIT_BIAS_ENTRIES} entries, not {}.",
+                    self.logit_bias.len()
+                ),
+            ));
+        }
+        let mut biases: Vec<(&u32, &f32)> = self.logit_bias.iter().collect();
+        biases.sort_unstable_by_key(|(t, _)| **t);
+        if let Some((token, bias)) = biases.into_iter().find(|(_, &b)| !within(b, -100.0, 100.0)) {
+            return Err(RequestError::new(
+                "logit_bias",
+                format!("Invalid bias {bias} for token {token} in 'logit_bias': it must be a number between -100 and 100."),
+            ));
+        }
+        if let Some(k) = self.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return Err(RequestError::new(
+                "top_logprobs",
+                format!("{k} is not valid for 'top_logprobs': it must be between 0 and {MAX_TOP_LOGPROBS}."),
+            ));
+        }
         Ok(())
+    }
+
+    /// Token ids the parameters name (`logit_bias`) must exist in a vocabulary of `vocab`.
+    pub fn check_vocabulary(&self, vocab: usize) -> Result<(), RequestError> {
+        let mut outside: Vec<u32> = self.logit_bias.keys().copied().filter(|&t| t as usize >= vocab).collect();
+        outside.sort_unstable();
+        match outside.first() {
+            Some(id) => Err(RequestError::new(
+                "logit_bias",
+                format!("Token id {id} in 'logit_bias' is outside the model's vocabulary of {vocab} tokens."),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether sampling always takes the most likely token.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_p == 0.0
     }
 }
 
@@ -88,6 +175,7 @@ pub struct TokenLogprob {
 /// Per-sequence sampling state.
 pub struct Sampler {
     params: SamplingParams,
+    top_logprobs: usize,
     rng: Rng,
     counts: HashMap<u32, u32>,
     constraint: Option<Box<dyn TokenConstraint>>,
@@ -95,9 +183,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler for one sequence; a `None` seed is drawn from the operating system's entropy.
     pub fn new(params: SamplingParams, vocab: usize) -> Self {
-        let rng = Rng::new(params.seed);
+        let rng = Rng::new(params.seed.unwrap_or_else(rand::random));
         Sampler {
+            top_logprobs: params.logprobs.unwrap_or(0),
             params,
             rng,
             counts: HashMap::new(),
@@ -109,10 +199,6 @@ impl Sampler {
     pub fn with_constraint(mut self, c: Box<dyn TokenConstraint>) -> Self {
         self.constraint = Some(c);
         self
-    }
-
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
     }
 
     /// Whether the constraint (if any) accepts stopping now.
@@ -137,12 +223,12 @@ impl Sampler {
         if let Some(c) = self.constraint.as_mut() {
             c.mask_logits(logits);
         }
-        let token = if self.params.temperature == 0.0 {
+        let token = if self.params.is_greedy() {
             argmax(logits)
         } else {
             self.draw(logits)
         };
-        let lp = logprob_of(logits, token, self.params.top_logprobs);
+        let lp = logprob_of(logits, token, self.top_logprobs);
         *self.counts.entry(token).or_insert(0) += 1;
         if let Some(c) = self.constraint.as_mut() {
             c.accept(token);

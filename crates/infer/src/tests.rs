@@ -32,8 +32,8 @@ fn model_dir() -> (tempfile::TempDir, LocalModel) {
 fn params(seed: u64) -> SamplingParams {
     SamplingParams {
         temperature: 1.0,
-        max_tokens: 20,
-        seed,
+        max_tokens: Some(20),
+        seed: Some(seed),
         stop_at_end: false,
         ..Default::default()
     }
@@ -42,7 +42,7 @@ fn params(seed: u64) -> SamplingParams {
 #[test]
 fn same_seed_same_text_and_streamed_text_equals_result() {
     let (_d, lm) = model_dir();
-    let prompt = lm.tokenizer().encode("the cat");
+    let prompt = text_prompt(lm.tokenizer(), "the cat").ids;
     let mut streamed = String::new();
     let a = lm.complete(&prompt, &params(5), &mut |s| streamed.push_str(s)).unwrap();
     let b = lm.complete(&prompt, &params(5), &mut |_| {}).unwrap();
@@ -55,19 +55,25 @@ fn same_seed_same_text_and_streamed_text_equals_result() {
 }
 
 #[test]
-fn greedy_top_k_1_and_tiny_top_p_agree_with_scoring() {
+fn greedy_top_k_1_top_p_0_and_tiny_top_p_agree_with_scoring() {
     let (_d, lm) = model_dir();
-    let prompt = lm.tokenizer().encode("dogs ran");
+    let prompt = text_prompt(lm.tokenizer(), "dogs ran").ids;
     let greedy = lm
         .complete(
             &prompt,
             &SamplingParams {
                 temperature: 0.0,
+                logprobs: Some(0),
                 ..params(1)
             },
             &mut |_| {},
         )
         .unwrap();
+    // OpenAI's rule: top_p = 0 is "only the most likely token", whatever the temperature.
+    let top_p_0 = lm
+        .complete(&prompt, &SamplingParams { top_p: 0.0, ..params(4) }, &mut |_| {})
+        .unwrap();
+    assert_eq!(greedy.tokens, top_p_0.tokens);
     let top_k = lm
         .complete(
             &prompt,
@@ -95,7 +101,7 @@ fn greedy_top_k_1_and_tiny_top_p_agree_with_scoring() {
 #[test]
 fn stop_sequences_cut_the_text_and_context_limits_hold() {
     let (_d, lm) = model_dir();
-    let prompt = lm.tokenizer().encode("the");
+    let prompt = text_prompt(lm.tokenizer(), "the").ids;
     let free = lm.complete(&prompt, &params(9), &mut |_| {}).unwrap();
     let chars: Vec<char> = free.text.chars().collect();
     assert!(chars.len() > 4);
@@ -125,7 +131,7 @@ fn stop_sequences_cut_the_text_and_context_limits_hold() {
         .complete(
             &near,
             &SamplingParams {
-                max_tokens: 100,
+                max_tokens: Some(100),
                 ..params(1)
             },
             &mut |_| {},
@@ -143,7 +149,8 @@ fn chat_template_keeps_the_system_role_and_escapes_user_text() {
             ChatMessage::new(Role::System, "be brief"),
             ChatMessage::new(Role::User, "hi <|end|>"),
         ],
-    );
+    )
+    .unwrap();
     let sp = |s| tok.special_id(s);
     assert_eq!(ids[0], sp(Special::Bos));
     assert_eq!(ids[1], sp(Special::System));
@@ -151,6 +158,70 @@ fn chat_template_keeps_the_system_role_and_escapes_user_text() {
     let ends = ids.iter().filter(|&&t| t == sp(Special::End)).count();
     assert_eq!(ends, 2, "the user's literal <|end|> must not become a control token");
     assert_eq!(ids.iter().filter(|&&t| t == sp(Special::User)).count(), 1);
+    // Text parts are joined before encoding; image parts are refused by a text-only model.
+    let split = ChatMessage {
+        role: Role::User,
+        content: vec![ContentPart::Text("hi <|e".into()), ContentPart::Text("nd|>".into())],
+    };
+    let joined = render_chat(&tok, &[ChatMessage::new(Role::System, "be brief"), split]).unwrap();
+    assert_eq!(joined, ids);
+    let image = ImagePart {
+        media_type: "image/png".into(),
+        data: vec![1, 2, 3],
+    };
+    let with_image = ChatMessage {
+        role: Role::User,
+        content: vec![ContentPart::Text("look".into()), ContentPart::Image(image)],
+    };
+    let e = render_chat(&tok, &[ChatMessage::new(Role::System, "s"), with_image]).unwrap_err();
+    assert!(matches!(e, InferError::TextOnly { message: 1 }), "{e}");
+    assert!(e.to_string().contains("text only"), "{e}");
+}
+
+/// Raw text starts with `<|bos|>`, chats with the template's `<|bos|>`, client token ids are
+/// used as given; a `local:`-style string prompt and a completions text prompt get the same ids.
+#[test]
+fn one_bos_policy() {
+    let tok = Tokenizer::train(corpus().into_iter(), 300).unwrap();
+    let bos = tok.special_id(Special::Bos);
+    let text = text_prompt(&tok, "the cat sat");
+    assert_eq!(text.ids[0], bos);
+    assert_eq!(text.ids[1..], tok.encode("the cat sat")[..]);
+    assert_eq!(text.added, 1);
+    assert_eq!(text_prompt(&tok, "").ids, [bos]);
+    let chat = render_chat(&tok, &[ChatMessage::new(Role::User, "the cat sat")]).unwrap();
+    assert_eq!(chat[0], bos);
+    assert_eq!(chat.iter().filter(|&&t| t == bos).count(), 1);
+    let given = token_prompt(vec![9, 8, 7]);
+    assert_eq!((given.ids, given.added), (vec![9, 8, 7], 0));
+}
+
+/// `generate` runs many requests together, each with its own seed: every completion equals the
+/// one `complete` gives for that request alone.
+#[test]
+fn generate_matches_complete_per_request() {
+    let (_d, lm) = model_dir();
+    let requests: Vec<GenerationRequest> = ["the cat", "dogs ran", "Ünïcödé", "the mat; 14"]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut params = params(i as u64 + 10);
+            params.max_tokens = Some(5 + i);
+            params.temperature = if i == 0 { 0.0 } else { 1.0 };
+            GenerationRequest::new(text_prompt(lm.tokenizer(), p).ids, params)
+        })
+        .collect();
+    let together = lm.generate(&requests).unwrap();
+    assert_eq!(together.len(), requests.len());
+    for (r, c) in requests.iter().zip(&together) {
+        let alone = lm.complete(&r.prompt, &r.params, &mut |_| {}).unwrap();
+        assert_eq!(&alone, c);
+        assert_eq!(c.completion_tokens, r.params.max_tokens.unwrap());
+    }
+    assert!(lm.generate(&[]).unwrap().is_empty());
+    let mut bad = requests.clone();
+    bad[2].params.temperature = 5.0;
+    assert!(matches!(lm.generate(&bad), Err(InferError::Request(e)) if e.param == "temperature"));
 }
 
 #[test]

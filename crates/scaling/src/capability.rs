@@ -28,13 +28,10 @@ use ferrogpt_data::code_task::{check_completion, CodeTask};
 use ferrogpt_data::rng::{mix, Rng};
 use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
 use ferrogpt_engine::KvCache;
-use ferrogpt_infer::{LocalModel, Sampler, SamplingParams};
-use ferrogpt_tokenizer::{Special, StreamDecoder};
+use ferrogpt_infer::{text_prompt, GenerationRequest, LocalModel, SamplingParams};
+use ferrogpt_tokenizer::Special;
 use serde::{Deserialize, Serialize};
 
-/// Sequences decoded together in one KV cache: enough rows to keep the matmuls efficient on
-/// small models, few enough that the cache stays small on the largest rungs.
-const SLOTS_PER_BATCH: usize = 64;
 /// Bootstrap resamples of the tasks and runs for the 90% interval.
 const BOOTSTRAP_DRAWS: usize = 200;
 /// Fixed seed of the bootstrap, so a fit is reproducible.
@@ -121,7 +118,9 @@ pub fn measure_pass_rates(
 }
 
 /// Tokens after which [`sample_completions`] ends a completion without adding to its text:
-/// `<|end|>` and every token whose text starts with a newline.
+/// `<|end|>` and every token whose text starts with a newline (the completion stops at a
+/// newline, [`COMPLETION_STOP`]; a token with text before its newline keeps that text, and
+/// its probability is not a stop's).
 fn stop_tokens(model: &LocalModel) -> Vec<usize> {
     let tok = model.tokenizer();
     let end = tok.special_id(Special::End);
@@ -136,7 +135,7 @@ fn stop_tokens(model: &LocalModel) -> Vec<usize> {
 /// token budget count zero. The completions must be distinct, so the events are disjoint.
 fn log_probability_of_any(
     model: &LocalModel,
-    prompt: &Prompt,
+    prompt: &TaskPrompt,
     completions: &[String],
     stops: &[usize],
     temperature: f32,
@@ -193,9 +192,13 @@ fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
     max + xs.map(|x| (x - max).exp()).sum::<f64>().ln()
 }
 
-/// `samples` completions of every task at `temperature`, per task in order. Completions are
-/// decoded in batches sharing one KV cache and stop at a newline (not included), `<|end|>`, or
-/// a budget of twice the reference's length in tokens plus four. Deterministic for a given
+/// A completion ends at a newline (not included), as a one-line answer does.
+const COMPLETION_STOP: &str = "\n";
+
+/// `samples` completions of every task at `temperature`, per task in order, decoded together
+/// by [`LocalModel::generate`]. A completion stops at a newline (not included), `<|end|>`, or a
+/// budget of twice the reference's length in tokens plus four. Sample `j` of task `t` draws
+/// with seed `mix(seed ^ mix(t·samples + j))`, so the result is deterministic for a given
 /// `seed`, model and task list.
 pub fn sample_completions(
     model: &LocalModel,
@@ -207,14 +210,14 @@ pub fn sample_completions(
     sample_prompts(model, &task_prompts(model, tasks)?, samples, temperature, seed)
 }
 
-fn task_prompts(model: &LocalModel, tasks: &[CodeTask]) -> Result<Vec<Prompt>, ScalingError> {
-    tasks.iter().map(|t| Prompt::new(model, t)).collect()
+fn task_prompts(model: &LocalModel, tasks: &[CodeTask]) -> Result<Vec<TaskPrompt>, ScalingError> {
+    tasks.iter().map(|t| TaskPrompt::new(model, t)).collect()
 }
 
 /// [`sample_completions`] of already tokenized tasks.
 fn sample_prompts(
     model: &LocalModel,
-    prompts: &[Prompt],
+    prompts: &[TaskPrompt],
     samples: usize,
     temperature: f32,
     seed: u64,
@@ -227,28 +230,40 @@ fn sample_prompts(
             "temperature {temperature} must be in (0, 2]: pass rates need varied samples"
         )));
     }
-    let per_batch = (SLOTS_PER_BATCH / samples).max(1);
-    let indexed: Vec<usize> = (0..prompts.len()).collect();
-    // Batches run one after another: the engine already spreads each step over every core, and
-    // nesting a rayon loop around its parallel decode step measured no faster.
-    let texts: Vec<Vec<Vec<String>>> = indexed
-        .chunks(per_batch)
-        .map(|batch| sample_batch(model, prompts, batch, samples, temperature, seed))
-        .collect::<Result<_, _>>()?;
-    Ok(texts.into_iter().flatten().collect())
+    let requests: Vec<GenerationRequest> = prompts
+        .iter()
+        .enumerate()
+        .flat_map(|(t, prompt)| {
+            (0..samples).map(move |j| {
+                let params = SamplingParams {
+                    temperature,
+                    max_tokens: Some(prompt.budget),
+                    seed: Some(mix(seed ^ mix((t * samples + j) as u64))),
+                    stop: vec![COMPLETION_STOP.to_string()],
+                    ..SamplingParams::default()
+                };
+                GenerationRequest::new(prompt.tokens.clone(), params)
+            })
+        })
+        .collect();
+    let completions = model.generate(&requests)?;
+    // Requests were made task by task, `samples` per task.
+    Ok(completions
+        .chunks(samples)
+        .map(|task| task.iter().map(|c| c.text.clone()).collect())
+        .collect())
 }
 
 /// A task's tokenized model input and completion budget.
-struct Prompt {
+struct TaskPrompt {
     tokens: Vec<u32>,
     budget: usize,
 }
 
-impl Prompt {
-    fn new(model: &LocalModel, task: &CodeTask) -> Result<Prompt, ScalingError> {
+impl TaskPrompt {
+    fn new(model: &LocalModel, task: &CodeTask) -> Result<TaskPrompt, ScalingError> {
         let tok = model.tokenizer();
-        let mut tokens = vec![tok.special_id(Special::Bos)];
-        tokens.extend(tok.encode(&task.model_input()));
+        let tokens = text_prompt(tok, &task.model_input()).ids;
         let context = model.context_length();
         if tokens.len() >= context {
             return Err(ScalingError::PromptTooLong {
@@ -258,112 +273,11 @@ impl Prompt {
             });
         }
         let reference = tok.encode(&format!(" {}", task.reference)).len();
-        Ok(Prompt {
+        Ok(TaskPrompt {
             budget: (2 * reference + 4).min(context - tokens.len()),
             tokens,
         })
     }
-}
-
-/// One decoding sequence: sample `j` of task `task`.
-struct Slot {
-    task: usize,
-    sampler: Sampler,
-    decoder: StreamDecoder,
-    text: String,
-    generated: usize,
-    done: bool,
-}
-
-/// Decodes every sample of the tasks in `batch` together; returns their completions in order.
-fn sample_batch(
-    model: &LocalModel,
-    prompts: &[Prompt],
-    batch: &[usize],
-    samples: usize,
-    temperature: f32,
-    seed: u64,
-) -> Result<Vec<Vec<String>>, ScalingError> {
-    let engine = model.model();
-    let tok = model.tokenizer();
-    let end = tok.special_id(Special::End);
-    let vocab = engine.cfg.vocab_size;
-    let max_len = batch
-        .iter()
-        .map(|&t| prompts[t].tokens.len() + prompts[t].budget)
-        .max()
-        .unwrap_or(1);
-    let mut cache = KvCache::<f32>::new(&engine.cfg, batch.len() * samples, max_len);
-    let mut slots: Vec<Slot> = Vec::with_capacity(batch.len() * samples);
-    for &t in batch {
-        for j in 0..samples {
-            let params = SamplingParams {
-                temperature,
-                max_tokens: prompts[t].budget,
-                seed: mix(seed ^ mix((t * samples + j) as u64)),
-                ..SamplingParams::default()
-            };
-            slots.push(Slot {
-                task: t,
-                sampler: Sampler::new(params, vocab),
-                decoder: StreamDecoder::new(),
-                text: String::new(),
-                generated: 0,
-                done: false,
-            });
-        }
-    }
-    let mut logits = Vec::new();
-    // Rows of `logits` belong to the live slots in this order.
-    let mut live: Vec<usize> = (0..slots.len()).collect();
-    let mut next: Vec<u32> = vec![0; slots.len()];
-    {
-        let chunks: Vec<SeqChunk> = live
-            .iter()
-            .map(|&s| SeqChunk {
-                slot: s,
-                tokens: &prompts[slots[s].task].tokens,
-            })
-            .collect();
-        engine.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits)?;
-    }
-    while !live.is_empty() {
-        for (row, &s) in logits.chunks_exact_mut(vocab).zip(&live) {
-            let slot = &mut slots[s];
-            let (token, _) = slot.sampler.sample(row);
-            slot.generated += 1;
-            if token == end {
-                slot.done = true;
-                continue;
-            }
-            slot.text.push_str(&slot.decoder.push(tok, token));
-            if let Some(cut) = slot.text.find('\n') {
-                slot.text.truncate(cut);
-                slot.done = true;
-            } else if slot.generated >= prompts[slot.task].budget {
-                slot.done = true;
-            }
-            next[s] = token;
-        }
-        live.retain(|&s| !slots[s].done);
-        if live.is_empty() {
-            break;
-        }
-        let chunks: Vec<SeqChunk> = live
-            .iter()
-            .map(|&s| SeqChunk {
-                slot: s,
-                tokens: std::slice::from_ref(&next[s]),
-            })
-            .collect();
-        engine.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits)?;
-    }
-    let mut out: Vec<Vec<String>> = vec![Vec::with_capacity(samples); batch.len()];
-    // Slots were created task by task in batch order, `samples` per task.
-    for (i, slot) in slots.into_iter().enumerate() {
-        out[i / samples].push(slot.text);
-    }
-    Ok(out)
 }
 
 /// `y = α·C^(−k)`, the law of `−E[log pass_rate]` in training compute `C`.
@@ -881,7 +795,7 @@ pub(crate) mod tests {
             known.extend(cs.iter().filter(|c| check_completion(task, c)).cloned());
             known.sort();
             known.dedup();
-            let context = Prompt::new(&model, task).unwrap().tokens;
+            let context = TaskPrompt::new(&model, task).unwrap().tokens;
             let mut terms = Vec::new();
             for c in &known {
                 for &s in &stops {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrogpt_infer::GenerationEvent;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::backend::GenEvent;
@@ -34,7 +35,7 @@ pub struct Accounting {
     /// Charged from admission on; 0 only when the request never reached the model.
     pub prompt_tokens: u64,
     /// Completion tokens of each choice: counted from its text events while it runs, then
-    /// exact from its `Done`.
+    /// confirmed by its `Finished`.
     choice_tokens: Vec<u64>,
     pub status: u16,
     pub outcome: &'static str,
@@ -106,12 +107,10 @@ impl Accounting {
         self.choice_tokens.iter().sum()
     }
 
-    /// Counts a text event of `choice`: each one comes from one sampled token (`tokens` lists
-    /// them when logprobs are on). The one exception, the held-back tail flushed as a choice
-    /// finishes, is corrected by its `Done` right after.
-    pub fn text(&mut self, choice: usize, text: &str, tokens: usize) {
+    /// Counts `tokens` newly sampled for `choice` (those of one text event).
+    pub fn sampled(&mut self, choice: usize, tokens: usize) {
         if let Some(n) = self.choice_tokens.get_mut(choice) {
-            *n += tokens.max(usize::from(!text.is_empty())) as u64;
+            *n += tokens as u64;
         }
         self.report_progress();
     }
@@ -128,9 +127,9 @@ impl Accounting {
     pub fn count_undelivered(&mut self, events: &mut UnboundedReceiver<(usize, GenEvent)>) {
         while let Ok((choice, event)) = events.try_recv() {
             match event {
-                GenEvent::Text { text, tokens } => self.text(choice, &text, tokens.len()),
-                GenEvent::Done { completion_tokens, .. } => self.done(choice, completion_tokens),
-                GenEvent::Prompt(_) | GenEvent::Failed(_) => {}
+                GenEvent::Sequence(GenerationEvent::Text { tokens, .. }) => self.sampled(choice, tokens.len()),
+                GenEvent::Sequence(GenerationEvent::Finished { completion_tokens, .. }) => self.done(choice, completion_tokens),
+                GenEvent::Sequence(GenerationEvent::Prompt(_)) | GenEvent::Failed(_) => {}
             }
         }
     }

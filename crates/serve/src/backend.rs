@@ -1,102 +1,15 @@
 //! The boundary between the HTTP layer and a model: what a request asks the scheduler for and
-//! the events it streams back. The real implementation is [`crate::engine::EngineBackend`];
-//! tests use a deterministic fake.
+//! the events it streams back, in ferrogpt-infer's types. The real implementation is
+//! [`crate::engine::EngineBackend`]; tests use a deterministic fake.
 
+use ferrogpt_infer::{ChatMessage, GenerationEvent, GenerationRequest, InferError, PromptTokens};
 use tokio::sync::mpsc::UnboundedSender;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        }
-    }
-}
-
-/// One chat turn after validation; image parts are counted, not passed on, until a vision
-/// model exists.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatMessage {
-    pub role: Role,
-    pub content: String,
-}
-
-/// One sequence to generate.
-#[derive(Debug, Clone)]
-pub struct GenRequest {
-    pub prompt: Vec<u32>,
-    /// Completion tokens at most; 0 only scores the prompt.
-    pub max_tokens: usize,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-    pub presence_penalty: f32,
-    pub frequency_penalty: f32,
-    pub logit_bias: Vec<(u32, f32)>,
-    /// `Some(k)`: report each generated token's logprob and its `k` most likely alternatives.
-    pub logprobs: Option<usize>,
-    /// Constrain the output to one syntactically valid JSON object.
-    pub json_object: bool,
-    /// Report the logprob of every prompt token (the legacy `echo` + `logprobs` scoring path).
-    pub prompt_logprobs: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopLogprob {
-    pub text: String,
-    pub bytes: Vec<u8>,
-    pub logprob: f32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenLogprob {
-    pub token: u32,
-    pub text: String,
-    pub bytes: Vec<u8>,
-    /// `None` for the first prompt token, which nothing predicts.
-    pub logprob: Option<f32>,
-    pub top: Vec<TopLogprob>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
+/// What a backend reports about one sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
-    /// Logprobs of the prompt tokens (only when asked for), sent before any text.
-    Prompt(Vec<TokenLogprob>),
-    /// New text (possibly empty while a multi-byte character or a possible stop sequence is
-    /// held back) and the tokens it came from.
-    Text {
-        text: String,
-        tokens: Vec<TokenLogprob>,
-    },
-    Done {
-        finish: FinishReason,
-        prompt_tokens: usize,
-        completion_tokens: usize,
-    },
+    Sequence(GenerationEvent),
+    /// The scheduler could not run the sequence (its last event).
     Failed(String),
 }
 
@@ -120,13 +33,13 @@ pub enum BackendError {
 pub trait Backend: Send + Sync {
     fn context_length(&self) -> usize;
     fn vocab_size(&self) -> usize;
-    /// Token ids of a chat rendered with the model's template, ending in the assistant cue.
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Vec<u32>;
-    fn encode(&self, text: &str) -> Vec<u32>;
-    fn submit(&self, request: GenRequest, tag: usize, events: UnboundedSender<(usize, GenEvent)>) -> Result<(), BackendError>;
+    /// Token ids of a chat rendered with the model's template, ending in the assistant cue;
+    /// [`InferError::TextOnly`] if a message has an image part the model cannot read.
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError>;
+    /// Token ids of a raw-text prompt under ferrogpt-infer's BOS policy.
+    fn text_prompt(&self, text: &str) -> PromptTokens;
+    /// The bytes a token stands for, as shown in logprobs.
+    fn token_bytes(&self, token: u32) -> Vec<u8>;
+    fn submit(&self, request: GenerationRequest, tag: usize, events: UnboundedSender<(usize, GenEvent)>) -> Result<(), BackendError>;
     fn stats(&self) -> BackendStats;
-    /// Whether image parts can be used (no model can yet: the vision issue adds that).
-    fn accepts_images(&self) -> bool {
-        false
-    }
 }

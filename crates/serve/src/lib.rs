@@ -7,20 +7,19 @@
 //! leaves, or the server is killed: the next start closes such rows as interrupted); the rows
 //! are written by one thread (`ledger`) on a connection of its own.
 //!
-//! It also owns the batching policy across requests: [`batch::BatchEngine`] (continuous
-//! batching over the engine's KV-cache slots) driven by the scheduler thread of
-//! [`engine::EngineBackend`]. The HTTP layer reaches models only through the
-//! [`backend::Backend`] trait. It must not touch the transformer, the KV cache, sampling or the
-//! chat template: those are ferrogpt-engine's and ferrogpt-infer's.
+//! It also owns the scheduler thread of [`engine::EngineBackend`], which drives ferrogpt-infer's
+//! batch decoder and passes it each request's API key as its fair-admission group. The HTTP
+//! layer reaches models only through the [`backend::Backend`] trait. It must not touch the
+//! transformer, the KV cache, generation (the decoder, sampling, JSON mode, the BOS policy),
+//! the chat template or the translation of request fields into generation inputs: those are
+//! ferrogpt-engine's and ferrogpt-infer's.
 
 mod accounting;
 pub mod api;
 pub mod backend;
-pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod json_mode;
 mod ledger;
 pub mod metrics;
 mod page;

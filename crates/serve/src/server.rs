@@ -19,9 +19,14 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 
+use ferrogpt_infer::request::CompletionPrompt;
+use ferrogpt_infer::{
+    token_prompt, FinishReason, GenerationEvent, GenerationRequest, InferError, PromptTokens, SamplingParams, TokenLogprob,
+};
+
 use crate::accounting::Accounting;
-use crate::api::{self, Prompt, Sampling};
-use crate::backend::{Backend, FinishReason, GenEvent, GenRequest, TokenLogprob};
+use crate::api;
+use crate::backend::{Backend, GenEvent};
 use crate::config::{ChatPageConfig, Config, SnapshotConfig, WaitlistConfig};
 use crate::error::{ApiError, ServeError};
 use crate::ledger::LedgerWriter;
@@ -413,8 +418,9 @@ struct Admitted {
     snapshot: String,
     backend: Arc<dyn Backend>,
     /// One token list per prompt; each yields `n` choices.
-    prompts: Vec<Vec<u32>>,
-    template: GenRequest,
+    prompts: Vec<PromptTokens>,
+    /// Every sequence's request but its prompt (and seed, which varies by choice).
+    template: GenerationRequest,
     n: usize,
     stream: bool,
     include_usage: bool,
@@ -430,12 +436,10 @@ fn admit(
     key: &KeyRecord,
     endpoint: Endpoint,
     model_name: &str,
-    prompts: Vec<Vec<u32>>,
-    sampling: &Sampling,
-    logprobs: Option<usize>,
-    json_object: bool,
+    prompts: Vec<PromptTokens>,
+    params: &SamplingParams,
+    n: usize,
     prompt_logprobs: bool,
-    image_parts: usize,
     stream: bool,
     include_usage: bool,
     echo: bool,
@@ -446,37 +450,20 @@ fn admit(
         .filter(|(snap, alias)| key.may_use(snap, *alias))
         .ok_or_else(|| ApiError::model_not_found(model_name))?;
     let entry = &st.models[snapshot];
-    if image_parts > 0 && !entry.backend.accepts_images() {
-        return Err(ApiError::invalid(
-            "messages",
-            format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
-        ));
-    }
-    let vocab = entry.backend.vocab_size() as u64;
-    let mut logit_bias = Vec::with_capacity(sampling.logit_bias.len());
-    for &(id, bias) in &sampling.logit_bias {
-        if id >= vocab {
-            return Err(ApiError::invalid(
-                "logit_bias",
-                format!("Token id {id} in 'logit_bias' is outside the model's vocabulary of {vocab} tokens."),
-            ));
-        }
-        logit_bias.push((id as u32, bias));
-    }
+    params.check_vocabulary(entry.backend.vocab_size())?;
     let ctx = entry.context_length;
     let mut max_out = usize::MAX;
-    for p in &prompts {
-        let room = ctx.saturating_sub(p.len());
-        match sampling.max_tokens {
-            Some(m) if p.len() + m > ctx => return Err(ApiError::context_length(ctx, p.len(), Some(m))),
+    for p in prompts.iter().map(|p| p.ids.len()) {
+        let room = ctx.saturating_sub(p);
+        match params.max_tokens {
+            Some(m) if p + m > ctx => return Err(ApiError::context_length(ctx, p, Some(m))),
             Some(m) => max_out = max_out.min(m),
-            None if room == 0 => return Err(ApiError::context_length(ctx, p.len(), None)),
+            None if room == 0 => return Err(ApiError::context_length(ctx, p, None)),
             None => max_out = max_out.min(room),
         }
     }
-    let n = sampling.n;
     let choices = (prompts.len() * n) as u64;
-    let prompt_total: u64 = prompts.iter().map(|p| p.len() as u64).sum();
+    let prompt_total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
     let reserve = prompt_total + choices * max_out as u64;
     let reservation = match st.limiter.admit(key.id, snapshot, reserve) {
         Ok(r) => r,
@@ -533,19 +520,15 @@ fn admit(
         snapshot: snapshot.to_string(),
         backend: entry.backend.clone(),
         prompts,
-        template: GenRequest {
+        template: GenerationRequest {
             prompt: Vec::new(),
-            max_tokens: max_out,
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            seed: sampling.seed,
-            stop: sampling.stop.clone(),
-            presence_penalty: sampling.presence_penalty,
-            frequency_penalty: sampling.frequency_penalty,
-            logit_bias,
-            logprobs,
-            json_object,
+            params: SamplingParams {
+                max_tokens: Some(max_out),
+                ..params.clone()
+            },
             prompt_logprobs,
+            // Fair admission between keys: one key's many sequences do not hold back another's.
+            group: key.id as u64,
         },
         n,
         stream,
@@ -629,52 +612,86 @@ fn charge_refused(st: &AppState, key: &KeyRecord, body: Option<&Map<String, Valu
 struct ChoiceState {
     text: String,
     tokens: Vec<TokenLogprob>,
-    prompt: Vec<TokenLogprob>,
+    prompt: Vec<Option<TokenLogprob>>,
     finish: Option<FinishReason>,
     completion_tokens: usize,
     prompt_tokens: usize,
 }
 
-fn chat_logprobs(tokens: &[TokenLogprob]) -> Value {
+/// A token's text (invalid UTF-8 replaced) and bytes, as logprobs show them.
+fn token_text(backend: &dyn Backend, token: u32) -> (String, Vec<u8>) {
+    let bytes = backend.token_bytes(token);
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+fn chat_logprobs(backend: &dyn Backend, tokens: &[TokenLogprob]) -> Value {
     let content: Vec<Value> = tokens
         .iter()
         .map(|t| {
+            let (text, bytes) = token_text(backend, t.token);
             json!({
-                "token": t.text,
-                "logprob": t.logprob.unwrap_or(0.0),
-                "bytes": t.bytes,
-                "top_logprobs": t.top.iter().map(|a| json!({
-                    "token": a.text, "logprob": a.logprob, "bytes": a.bytes,
-                })).collect::<Vec<_>>(),
+                "token": text,
+                "logprob": t.logprob,
+                "bytes": bytes,
+                "top_logprobs": t.top.iter().map(|&(id, logprob)| {
+                    let (text, bytes) = token_text(backend, id);
+                    json!({"token": text, "logprob": logprob, "bytes": bytes})
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();
     json!({"content": content, "refusal": null})
 }
 
-/// The legacy completions logprobs object; `offset` is the text offset of the first token.
-fn legacy_logprobs(tokens: &[TokenLogprob], offset: usize, with_top: bool) -> Value {
+/// The legacy completions logprobs object of `(token, its logprob)` entries (`None` for the
+/// first prompt token, which nothing predicts); `offset` is the text offset of the first token.
+fn legacy_logprobs<'a>(backend: &dyn Backend, entries: impl IntoIterator<Item = (u32, Option<&'a TokenLogprob>)>, offset: usize) -> Value {
     let mut pos = offset;
     let mut texts = Vec::new();
     let mut lps = Vec::new();
     let mut tops = Vec::new();
     let mut offsets = Vec::new();
-    for t in tokens {
-        texts.push(json!(t.text));
-        lps.push(t.logprob.map_or(Value::Null, |l| json!(l)));
-        tops.push(if t.logprob.is_none() || !with_top {
-            Value::Null
-        } else {
-            let mut m = Map::new();
-            for a in &t.top {
-                m.entry(a.text.clone()).or_insert(json!(a.logprob));
+    for (token, lp) in entries {
+        let (text, _) = token_text(backend, token);
+        lps.push(lp.map_or(Value::Null, |l| json!(l.logprob)));
+        tops.push(match lp {
+            None => Value::Null,
+            Some(l) => {
+                let mut m = Map::new();
+                for &(id, logprob) in &l.top {
+                    m.entry(token_text(backend, id).0).or_insert(json!(logprob));
+                }
+                Value::Object(m)
             }
-            Value::Object(m)
         });
         offsets.push(json!(pos));
-        pos += t.text.len();
+        pos += text.len();
+        texts.push(json!(text));
     }
     json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+/// The client's part of prompt `p` (without what the BOS policy added) with the logprob of each
+/// of its tokens from `scored` (the prompt logprobs of the whole prompt).
+fn echoed<'a>(p: &'a PromptTokens, scored: &'a [Option<TokenLogprob>]) -> impl Iterator<Item = (u32, Option<&'a TokenLogprob>)> + 'a {
+    p.ids
+        .iter()
+        .enumerate()
+        .skip(p.added)
+        .map(move |(k, &id)| (id, scored.get(k).and_then(Option::as_ref)))
+}
+
+/// Sampled tokens as logprob entries.
+fn sampled(tokens: &[TokenLogprob]) -> impl Iterator<Item = (u32, Option<&TokenLogprob>)> {
+    tokens.iter().map(|t| (t.token, Some(t)))
+}
+
+/// The text of the client's part of prompt `p`, token by token as logprobs show it.
+fn echo_text(backend: &dyn Backend, p: &PromptTokens) -> String {
+    p.ids[p.added.min(p.ids.len())..]
+        .iter()
+        .map(|&id| token_text(backend, id).0)
+        .collect()
 }
 
 fn usage_json(prompt: u64, completion: u64) -> Value {
@@ -688,9 +705,9 @@ fn submit_all(adm: &Admitted) -> Result<mpsc::UnboundedReceiver<(usize, GenEvent
         for j in 0..adm.n {
             let index = p * adm.n + j;
             let mut req = adm.template.clone();
-            req.prompt = prompt.clone();
+            req.prompt = prompt.ids.clone();
             // Distinct but reproducible streams for n > 1 under one seed.
-            req.seed = req.seed.map(|s| s.wrapping_add(index as u64));
+            req.params.seed = req.params.seed.map(|s| s.wrapping_add(index as u64));
             adm.backend
                 .submit(req, index, tx.clone())
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -707,7 +724,7 @@ fn with_headers(mut resp: Response, headers: &HeaderMap) -> Response {
 }
 
 async fn run_admitted(mut adm: Admitted) -> Response {
-    let prompt_total: u64 = adm.prompts.iter().map(|p| p.len() as u64).sum();
+    let prompt_total: u64 = adm.prompts.iter().map(|p| p.ids.len() as u64).sum();
     if let Err(e) = adm.acct.row_written().await {
         return e.with_headers(&adm.headers).into_response();
     }
@@ -748,9 +765,9 @@ async fn run_admitted(mut adm: Admitted) -> Response {
         };
         let c = &mut choices[i];
         match ev {
-            GenEvent::Prompt(tokens) => c.prompt = tokens,
-            GenEvent::Text { text, tokens } => {
-                adm.acct.text(i, &text, tokens.len());
+            GenEvent::Sequence(GenerationEvent::Prompt(tokens)) => c.prompt = tokens,
+            GenEvent::Sequence(GenerationEvent::Text { text, tokens, logprobs }) => {
+                adm.acct.sampled(i, tokens.len());
                 if first && !text.is_empty() {
                     first = false;
                     adm.acct
@@ -759,14 +776,14 @@ async fn run_admitted(mut adm: Admitted) -> Response {
                         .first_token(&adm.snapshot, adm.acct.started.elapsed().as_secs_f64());
                 }
                 c.text.push_str(&text);
-                c.tokens.extend(tokens);
+                c.tokens.extend(logprobs);
             }
-            GenEvent::Done {
-                finish,
+            GenEvent::Sequence(GenerationEvent::Finished {
+                reason,
                 prompt_tokens,
                 completion_tokens,
-            } => {
-                c.finish = Some(finish);
+            }) => {
+                c.finish = Some(reason);
                 c.prompt_tokens = prompt_tokens;
                 c.completion_tokens = completion_tokens;
                 adm.acct.done(i, completion_tokens);
@@ -784,7 +801,8 @@ async fn run_admitted(mut adm: Admitted) -> Response {
     adm.acct.outcome = "ok";
     let created = unix_now();
     let usage = usage_json(prompt_total, adm.acct.completion_tokens());
-    let with_lp = adm.template.logprobs.is_some();
+    let with_lp = adm.template.params.logprobs.is_some();
+    let backend = &*adm.backend;
     let body = match adm.endpoint {
         Endpoint::Chat => json!({
             "id": adm.id, "object": "chat.completion", "created": created, "model": adm.snapshot,
@@ -792,22 +810,21 @@ async fn run_admitted(mut adm: Admitted) -> Response {
             "choices": choices.iter().enumerate().map(|(i, c)| json!({
                 "index": i,
                 "message": {"role": "assistant", "content": c.text, "refusal": null},
-                "logprobs": if with_lp { chat_logprobs(&c.tokens) } else { Value::Null },
+                "logprobs": if with_lp { chat_logprobs(backend, &c.tokens) } else { Value::Null },
                 "finish_reason": c.finish.map(FinishReason::as_str),
             })).collect::<Vec<_>>(),
             "usage": usage,
         }),
         Endpoint::Completions => {
-            let prompt_texts: Vec<String> = choices.iter().map(|c| c.prompt.iter().map(|t| t.text.as_str()).collect()).collect();
             json!({
                 "id": adm.id, "object": "text_completion", "created": created, "model": adm.snapshot,
                 "choices": choices.iter().enumerate().map(|(i, c)| {
                     let (text, logprobs) = if adm.echo {
-                        let mut all = c.prompt.clone();
-                        all.extend(c.tokens.iter().cloned());
-                        (format!("{}{}", prompt_texts[i], c.text), legacy_logprobs(&all, 0, true))
+                        let prompt = &adm.prompts[i / adm.n];
+                        let entries = echoed(prompt, &c.prompt).chain(sampled(&c.tokens));
+                        (format!("{}{}", echo_text(backend, prompt), c.text), legacy_logprobs(backend, entries, 0))
                     } else {
-                        (c.text.clone(), legacy_logprobs(&c.tokens, 0, true))
+                        (c.text.clone(), legacy_logprobs(backend, sampled(&c.tokens), 0))
                     };
                     json!({
                         "index": i, "text": text,
@@ -856,7 +873,7 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
         }
         v
     };
-    let with_lp = adm.template.logprobs.is_some();
+    let with_lp = adm.template.params.logprobs.is_some();
     let mut offsets = vec![0usize; total];
     let mut sends: Vec<Value> = Vec::new();
     if chat {
@@ -905,18 +922,24 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
             let _ = tx.send(sse_json(&err.body())).await;
             return;
         };
+        let backend = &*adm.backend;
         match ev {
-            GenEvent::Prompt(tokens) => {
+            GenEvent::Sequence(GenerationEvent::Prompt(tokens)) => {
                 if !chat && adm.echo {
-                    let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
-                    let lp = if with_lp { legacy_logprobs(&tokens, 0, true) } else { Value::Null };
+                    let prompt = &adm.prompts[i / adm.n];
+                    let text = echo_text(backend, prompt);
+                    let lp = if with_lp {
+                        legacy_logprobs(backend, echoed(prompt, &tokens), 0)
+                    } else {
+                        Value::Null
+                    };
                     offsets[i] = text.len();
                     sends.push(chunk(json!([{"index": i, "text": text, "logprobs": lp, "finish_reason": null}])));
                 }
             }
-            GenEvent::Text { text, tokens } => {
-                adm.acct.text(i, &text, tokens.len());
-                if text.is_empty() && tokens.is_empty() {
+            GenEvent::Sequence(GenerationEvent::Text { text, tokens, logprobs }) => {
+                adm.acct.sampled(i, tokens.len());
+                if text.is_empty() && logprobs.is_empty() {
                     continue;
                 }
                 if first && !text.is_empty() {
@@ -928,11 +951,11 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
                 }
                 let choice = if chat {
                     json!({"index": i, "delta": {"content": text},
-                           "logprobs": if with_lp { chat_logprobs(&tokens) } else { Value::Null },
+                           "logprobs": if with_lp { chat_logprobs(backend, &logprobs) } else { Value::Null },
                            "finish_reason": null})
                 } else {
                     let lp = if with_lp {
-                        legacy_logprobs(&tokens, offsets[i], true)
+                        legacy_logprobs(backend, sampled(&logprobs), offsets[i])
                     } else {
                         Value::Null
                     };
@@ -941,15 +964,15 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
                 offsets[i] += text.len();
                 sends.push(chunk(json!([choice])));
             }
-            GenEvent::Done {
-                finish, completion_tokens, ..
-            } => {
+            GenEvent::Sequence(GenerationEvent::Finished {
+                reason, completion_tokens, ..
+            }) => {
                 adm.acct.done(i, completion_tokens);
                 done += 1;
                 let choice = if chat {
-                    json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()})
+                    json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()})
                 } else {
-                    json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish.as_str()})
+                    json!({"index": i, "text": "", "logprobs": null, "finish_reason": reason.as_str()})
                 };
                 sends.push(chunk(json!([choice])));
             }
@@ -989,23 +1012,29 @@ async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_pa
 
 fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>, from_page: bool) -> Result<Admitted, ApiError> {
     let req = api::parse_chat(obj)?;
-    let backend = st
+    let (snapshot, _) = st
         .resolve(&req.model)
         .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .map(|(snap, _)| st.models[snap].backend.clone())
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let prompt = backend.chat_prompt(&req.messages);
+    let prompt = st.models[snapshot]
+        .backend
+        .chat_prompt(&req.request.messages)
+        .map_err(|e| match e {
+            InferError::TextOnly { .. } => ApiError::invalid(
+                "messages",
+                format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
+            ),
+            other => ApiError::invalid("messages", other.to_string()),
+        })?;
     admit(
         st,
         key,
         Endpoint::Chat,
         &req.model,
-        vec![prompt],
-        &req.sampling,
-        req.logprobs,
-        req.json_object,
+        vec![PromptTokens { ids: prompt, added: 0 }],
+        &req.request.params,
+        req.request.n,
         false,
-        req.image_parts,
         req.stream,
         req.include_usage,
         false,
@@ -1033,43 +1062,40 @@ fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
         .filter(|(snap, alias)| key.may_use(snap, *alias))
         .map(|(snap, _)| st.models[snap].backend.clone())
         .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let vocab = backend.vocab_size() as u64;
-    let mut prompts = Vec::with_capacity(req.prompts.len());
-    for p in &req.prompts {
+    let vocab = backend.vocab_size();
+    let mut prompts = Vec::with_capacity(req.request.prompts.len());
+    for p in &req.request.prompts {
         prompts.push(match p {
-            Prompt::Text(t) => backend.encode(t),
-            Prompt::Tokens(ids) => ids
-                .iter()
-                .map(|&id| {
-                    u32::try_from(id).ok().filter(|&i| u64::from(i) < vocab).ok_or_else(|| {
-                        ApiError::invalid(
-                            "prompt",
-                            format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<u32>, _>>()?,
+            CompletionPrompt::Text(t) => backend.text_prompt(t),
+            CompletionPrompt::Tokens(ids) => {
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(ApiError::invalid(
+                        "prompt",
+                        format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
+                    ));
+                }
+                token_prompt(ids.clone())
+            }
         });
     }
-    if prompts.iter().any(Vec::is_empty) {
+    // Empty means nothing of the client's: a text prompt's `<|bos|>` does not count.
+    if prompts.iter().any(|p| p.ids.len() <= p.added) {
         return Err(ApiError::invalid("prompt", "'prompt' must not be empty."));
     }
-    // Scoring a prompt needs its own logprobs; with max_tokens 0 nothing else is produced.
-    let prompt_logprobs = req.echo && req.logprobs.is_some();
+    // Echo shows the prompt, and with logprobs scores it: both need the prompt's logprobs.
+    let echo = req.request.echo;
     admit(
         st,
         key,
         Endpoint::Completions,
         &req.model,
         prompts,
-        &req.sampling,
-        req.logprobs,
-        false,
-        prompt_logprobs,
-        0,
+        &req.request.params,
+        req.request.n,
+        echo,
         req.stream,
         req.include_usage,
-        req.echo,
+        echo,
         false,
     )
 }

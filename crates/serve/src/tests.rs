@@ -18,6 +18,9 @@ use crate::config::{Config, SnapshotConfig};
 use crate::ratelimit::Clock;
 use crate::server::{router, AppState};
 use crate::store::Store;
+use ferrogpt_infer::{
+    token_prompt, ChatMessage, FinishReason, GenerationEvent, GenerationRequest, InferError, PromptTokens, ResponseFormat, TokenLogprob,
+};
 
 mod hostile;
 
@@ -47,18 +50,25 @@ impl Backend for FakeBackend {
     fn vocab_size(&self) -> usize {
         257
     }
-    fn chat_prompt(&self, messages: &[ChatMessage]) -> Vec<u32> {
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError> {
+        if let Some(message) = messages.iter().position(ChatMessage::has_images) {
+            return Err(InferError::TextOnly { message });
+        }
         let mut out = Vec::new();
         for m in messages {
-            out.extend(format!("{}:{}\n", m.role.as_str(), m.content).bytes().map(u32::from));
+            out.extend(format!("{}:{}\n", m.role.as_str(), m.text()).bytes().map(u32::from));
         }
         out.extend(b"assistant:".iter().map(|&b| u32::from(b)));
-        out
+        Ok(out)
     }
-    fn encode(&self, text: &str) -> Vec<u32> {
-        text.bytes().map(u32::from).collect()
+    /// A byte-level model has no `<|bos|>`: text is its bytes.
+    fn text_prompt(&self, text: &str) -> PromptTokens {
+        token_prompt(text.bytes().map(u32::from).collect())
     }
-    fn submit(&self, req: GenRequest, tag: usize, tx: UnboundedSender<(usize, GenEvent)>) -> Result<(), BackendError> {
+    fn token_bytes(&self, token: u32) -> Vec<u8> {
+        vec![token as u8]
+    }
+    fn submit(&self, req: GenerationRequest, tag: usize, tx: UnboundedSender<(usize, GenEvent)>) -> Result<(), BackendError> {
         let mut gate = self.gate.clone();
         let hold_at = self.hold_at.load(Ordering::SeqCst);
         let running = self.running.clone();
@@ -67,65 +77,56 @@ impl Backend for FakeBackend {
             if hold_at == 0 {
                 let _ = gate.wait_for(|open| *open).await;
             }
-            let tok = |b: u8, lp: Option<f32>, k: usize| TokenLogprob {
+            let tok = |b: u8, lp: f32, k: usize| TokenLogprob {
                 token: u32::from(b),
-                text: (b as char).to_string(),
-                bytes: vec![b],
                 logprob: lp,
-                top: (0..k)
-                    .map(|i| TopLogprob {
-                        text: ((b + i as u8) as char).to_string(),
-                        bytes: vec![b + i as u8],
-                        logprob: -0.25 - i as f32,
-                    })
-                    .collect(),
+                is_argmax: true,
+                top: (0..k).map(|i| (u32::from(b + i as u8), -0.25 - i as f32)).collect(),
             };
+            let send = |ev: GenerationEvent| tx.send((tag, GenEvent::Sequence(ev))).is_ok();
             if req.prompt_logprobs {
                 let toks = req
                     .prompt
                     .iter()
                     .enumerate()
-                    .map(|(i, &t)| tok(t as u8, (i > 0).then_some(-1.0), if i > 0 { 1 } else { 0 }))
+                    .map(|(i, &t)| (i > 0).then(|| tok(t as u8, -1.0, 1)))
                     .collect();
-                let _ = tx.send((tag, GenEvent::Prompt(toks)));
+                send(GenerationEvent::Prompt(toks));
             }
-            let reply = if req.json_object { "{\"ok\": true}" } else { REPLY };
+            let reply = if req.params.response_format == ResponseFormat::JsonObject {
+                "{\"ok\": true}"
+            } else {
+                REPLY
+            };
             let mut text = reply.to_string();
             let mut finish = FinishReason::Stop;
-            if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(cut) = req.params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                 text.truncate(cut);
             }
-            if text.len() > req.max_tokens {
-                text.truncate(req.max_tokens);
+            let max_tokens = req.params.max_tokens.unwrap_or(usize::MAX);
+            if text.len() > max_tokens {
+                text.truncate(max_tokens);
                 finish = FinishReason::Length;
             }
             for (k, b) in text.bytes().enumerate() {
                 if k > 0 && k == hold_at {
                     let _ = gate.wait_for(|open| *open).await;
                 }
-                let lp = req.logprobs.map(|k| tok(b, Some(-0.25), k));
-                if tx
-                    .send((
-                        tag,
-                        GenEvent::Text {
-                            text: (b as char).to_string(),
-                            tokens: lp.into_iter().collect(),
-                        },
-                    ))
-                    .is_err()
-                {
+                let logprobs = req.params.logprobs.map(|k| tok(b, -0.25, k)).into_iter().collect();
+                if !send(GenerationEvent::Text {
+                    text: (b as char).to_string(),
+                    tokens: vec![u32::from(b)],
+                    logprobs,
+                }) {
                     running.fetch_sub(1, Ordering::SeqCst);
                     return;
                 }
             }
-            let _ = tx.send((
-                tag,
-                GenEvent::Done {
-                    finish,
-                    prompt_tokens: req.prompt.len(),
-                    completion_tokens: text.len(),
-                },
-            ));
+            send(GenerationEvent::Finished {
+                reason: finish,
+                prompt_tokens: req.prompt.len(),
+                completion_tokens: text.len(),
+            });
             running.fetch_sub(1, Ordering::SeqCst);
         });
         Ok(())
@@ -377,6 +378,40 @@ async fn completions_echo_scores_the_prompt() {
     assert_eq!(v["choices"][1]["text"], "Hel");
 }
 
+/// `echo` returns the prompt before the completion, also without `logprobs` (it used to come
+/// back without the prompt), streamed or not.
+#[tokio::test]
+async fn completions_echo_without_logprobs_returns_the_prompt() {
+    let h = harness();
+    let body = json!({"model": "fake", "prompt": ["ab", "cd"], "max_tokens": 3, "echo": true});
+    let (s, _, v) = h.post("/v1/completions", body.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], "abHel");
+    assert_eq!(v["choices"][1]["text"], "cdHel");
+    assert!(v["choices"][0]["logprobs"].is_null());
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let (s, _, raw) = h.send(h.request("POST", "/v1/completions", Some(streamed), Some(&h.key))).await;
+    assert_eq!(s, 200);
+    let mut texts = [String::new(), String::new()];
+    for d in sse_data(&raw).iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        let i = c["choices"][0]["index"].as_u64().unwrap() as usize;
+        texts[i].push_str(c["choices"][0]["text"].as_str().unwrap());
+    }
+    assert_eq!(texts, ["abHel", "cdHel"]);
+}
+
+/// OpenAI's `top_p: 0` ("only the most likely token") is accepted.
+#[tokio::test]
+async fn top_p_zero_is_accepted() {
+    let h = harness();
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"top_p": 0}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, v) = h.post("/v1/completions", json!({"model": "fake", "prompt": "a", "top_p": 0})).await;
+    assert_eq!(s, 200, "{v}");
+}
+
 #[tokio::test]
 async fn models_are_listed_per_key() {
     let h = harness();
@@ -520,6 +555,10 @@ async fn malformed_requests_get_4xx_envelopes() {
         json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 101}}),
         json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"99999": 1}}),
         json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": [1]}),
+        json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"05": 1}}),
+        json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"+5": 1}}),
+        json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": {" 5": 1}}),
+        json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": (0..301).map(|i| (i.to_string(), json!(1))).collect::<serde_json::Map<_, _>>()}),
         json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "presence_penalty": 3}),
         json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "seed": "x"}),
         json!({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logprobs": "yes"}),
@@ -545,6 +584,7 @@ async fn malformed_requests_get_4xx_envelopes() {
         json!({"model": "fake", "prompt": "a", "best_of": 3}),
         json!({"model": "fake", "prompt": "a", "suffix": "z"}),
         json!({"model": "fake", "prompt": "a", "echo": 1}),
+        json!({"model": "fake", "prompt": ["a", "b", "c"], "n": 50}),
     ] {
         reqs.push(h.request("POST", "/v1/completions", Some(b), key));
     }
@@ -1108,6 +1148,12 @@ mod real_engine {
         }
         let body = json!({"model": "tiny", "max_tokens": 12, "temperature": 0, "messages": [{"role": "user", "content": "The sea"}]});
         let (_, _, plain) = h.post("/v1/chat/completions", body.clone()).await;
+        // top_p = 0 is greedy whatever the temperature.
+        let mut nucleus_zero = body.clone();
+        nucleus_zero["temperature"] = json!(1.5);
+        nucleus_zero["top_p"] = json!(0);
+        let (_, _, v) = h.post("/v1/chat/completions", nucleus_zero).await;
+        assert_eq!(v["choices"][0]["message"], plain["choices"][0]["message"]);
         let mut sbody = body.clone();
         sbody["stream"] = json!(true);
         let (s, _, raw) = h.send(h.request("POST", "/v1/chat/completions", Some(sbody), Some(&h.key))).await;
@@ -1129,10 +1175,13 @@ mod real_engine {
         assert_eq!(s, 200, "{v}");
         let lp = &v["choices"][0]["logprobs"];
         assert_eq!(v["choices"][0]["text"], "The sea is wide");
-        assert!(lp["token_logprobs"][0].is_null());
-        assert!(lp["token_logprobs"].as_array().unwrap()[1..]
-            .iter()
-            .all(|x| x.as_f64().unwrap() <= 0.0));
+        // A text prompt is read after `<|bos|>` (the BOS policy), which echo does not show: the
+        // client's first token is predicted by it and so has a logprob too.
+        let scored = lp["token_logprobs"].as_array().unwrap();
+        assert!(scored.iter().all(|x| x.as_f64().unwrap() <= 0.0), "{lp}");
+        assert_eq!(v["usage"]["prompt_tokens"], scored.len() + 1);
+        assert_eq!(lp["text_offset"][0], 0);
+        assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2);
         assert_eq!(lp["top_logprobs"][1].as_object().unwrap().len(), 2);
     }
 }

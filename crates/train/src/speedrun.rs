@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use ferrogpt_data::{prepare, sample_texts, Manifest, PrepareConfig, Source, Split, TokenShards};
 use ferrogpt_engine::config::swiglu_hidden;
 use ferrogpt_engine::{AdamWConfig, ModelConfig, Schedule};
-use ferrogpt_infer::{LocalModel, SamplingParams};
-use ferrogpt_tokenizer::{Special, Tokenizer};
+use ferrogpt_infer::{text_prompt, GenerationRequest, LocalModel, SamplingParams};
+use ferrogpt_tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
@@ -323,7 +323,9 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
     let train_shards = TokenShards::open(&corpus.data_dir, Split::Train)?;
     let val_shards = TokenShards::open(&corpus.data_dir, Split::Val)?;
     let unigram_bpb = ferrogpt_data::unigram_bits_per_byte(&train_shards, &val_shards, &tokenizer)?;
-    let samples = sample_all(&summary.model_dir, spec.sample_tokens, progress)?;
+    let pb = spinner(progress, &format!("sampling {} completions", PROMPTS.len()));
+    let samples = sample_all(&summary.model_dir, spec.sample_tokens)?;
+    pb.finish_and_clear();
     stages.push(("baseline + samples", t.elapsed().as_secs_f64()));
 
     let wall_secs = t0.elapsed().as_secs_f64();
@@ -370,35 +372,24 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
     })
 }
 
-/// Samples a completion of every prompt from the saved model folder, which
-/// also proves the folder loads the way `ferrogpt generate` loads it.
-fn sample_all(model_dir: &Path, max_tokens: usize, progress: bool) -> Result<Vec<(String, String)>, TrainError> {
+/// Samples a completion of every prompt from the saved model folder, which also proves the
+/// folder loads the way `ferrogpt generate` loads it. The prompts are raw text under the BOS
+/// policy (training documents start with `<|bos|>`, so samples do too), decoded together.
+fn sample_all(model_dir: &Path, max_tokens: usize) -> Result<Vec<(String, String)>, TrainError> {
     let model = LocalModel::load(model_dir)?;
-    let pb = if progress {
-        let pb = ProgressBar::new(PROMPTS.len() as u64);
-        pb.set_style(ProgressStyle::with_template("samples {bar:30} {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
     let params = SamplingParams {
         temperature: 0.8,
         top_p: 0.95,
-        max_tokens,
-        seed: 0,
+        max_tokens: Some(max_tokens),
+        seed: Some(0),
         ..SamplingParams::default()
     };
-    let mut out = Vec::new();
-    for prompt in PROMPTS {
-        // Training documents start with <|bos|>, so samples do too.
-        let mut ids = vec![model.tokenizer().special_id(Special::Bos)];
-        ids.extend(model.tokenizer().encode(prompt));
-        let completion = model.complete(&ids, &params, &mut |_| {})?;
-        out.push((prompt.to_string(), completion.text));
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(out)
+    let requests: Vec<GenerationRequest> = PROMPTS
+        .iter()
+        .map(|prompt| GenerationRequest::new(text_prompt(model.tokenizer(), prompt).ids, params.clone()))
+        .collect();
+    let completions = model.generate(&requests)?;
+    Ok(PROMPTS.iter().zip(completions).map(|(p, c)| (p.to_string(), c.text)).collect())
 }
 
 struct ReportInput<'a> {

@@ -158,37 +158,30 @@ fn load_registry(extra: &[PathBuf]) -> anyhow::Result<Registry> {
     Ok(Registry::load(&runner::registry_roots(extra))?)
 }
 
-/// `local:PATH`: a model folder run in-process through ferrogpt-infer. Chat prompts use the
-/// model's chat template; string prompts are completed as raw text.
+/// `local:PATH`: a model folder run in-process through ferrogpt-infer. Prompts and parameters
+/// are read by the same translation as the server's (`ferrogpt_infer::request`): chat prompts
+/// use the model's chat template, string prompts are raw text under the BOS policy.
 struct LocalFn {
     name: String,
     model: ferrogpt_infer::LocalModel,
 }
+
+/// Completion tokens when the eval does not say (the rest of the context is far more than any
+/// eval's answer needs, and a small model rarely ends on its own).
+const LOCAL_DEFAULT_MAX_TOKENS: usize = 256;
 
 fn infer_err(name: &str, e: ferrogpt_infer::InferError) -> EvalError {
     EvalError::Other(format!("{name}: {e}"))
 }
 
 impl LocalFn {
-    fn prompt_ids(&self, prompt: &Value) -> Vec<u32> {
-        use ferrogpt_infer::{ChatMessage, Role};
-        match prompt {
-            Value::Array(msgs) if ferrogpt_evals::prompt::is_chat(prompt) => {
-                let messages: Vec<ChatMessage> = msgs
-                    .iter()
-                    .map(|m| {
-                        let who = m.get("name").or_else(|| m.get("role")).and_then(Value::as_str).unwrap_or("user");
-                        let role = match who {
-                            "system" => Role::System,
-                            "assistant" | "example_assistant" => Role::Assistant,
-                            _ => Role::User,
-                        };
-                        ChatMessage::new(role, m.get("content").and_then(Value::as_str).unwrap_or_default())
-                    })
-                    .collect();
-                ferrogpt_infer::render_chat(self.model.tokenizer(), &messages)
-            }
-            other => self.model.tokenizer().encode(&ferrogpt_evals::prompt::to_text(other)),
+    fn prompt_ids(&self, prompt: &Value) -> ferrogpt_evals::Result<Vec<u32>> {
+        let tok = self.model.tokenizer();
+        if ferrogpt_evals::prompt::is_chat(prompt) {
+            let messages = ferrogpt_infer::request::messages(Some(prompt)).map_err(|e| infer_err(&self.name, e.into()))?;
+            ferrogpt_infer::render_chat(tok, &messages).map_err(|e| infer_err(&self.name, e))
+        } else {
+            Ok(ferrogpt_infer::text_prompt(tok, &ferrogpt_evals::prompt::to_text(prompt)).ids)
         }
     }
 }
@@ -199,44 +192,42 @@ impl CompletionFn for LocalFn {
     }
 
     fn complete(&self, prompt: &Value, params: &Map<String, Value>) -> ferrogpt_evals::Result<Completion> {
-        let mut sp = ferrogpt_infer::SamplingParams::default();
-        let num = |k: &str| params.get(k).and_then(Value::as_f64);
-        if let Some(t) = num("temperature") {
-            sp.temperature = t as f32;
-        }
-        if let Some(p) = num("top_p") {
-            sp.top_p = p as f32;
-        }
-        if let Some(m) = params.get("max_tokens").and_then(Value::as_u64) {
-            sp.max_tokens = m as usize;
-        }
-        if let Some(s) = params.get("seed").and_then(Value::as_u64) {
-            sp.seed = s;
-        }
-        match params.get("stop") {
-            Some(Value::String(s)) => sp.stop = vec![s.clone()],
-            Some(Value::Array(a)) => sp.stop = a.iter().filter_map(Value::as_str).map(String::from).collect(),
-            _ => {}
-        }
-        let ids = self.prompt_ids(prompt);
-        let out = self.model.complete(&ids, &sp, &mut |_| {}).map_err(|e| infer_err(&self.name, e))?;
+        use ferrogpt_infer::request::{sampling, Endpoint, Sampling};
+        let Sampling { mut params, n } = sampling(params, Endpoint::Chat).map_err(|e| infer_err(&self.name, e.into()))?;
+        params.max_tokens.get_or_insert(LOCAL_DEFAULT_MAX_TOKENS);
+        // Evals are reproducible: an unseeded eval samples with seed 0, choice `i` with seed + i.
+        let seed = params.seed.unwrap_or(0);
+        let ids = self.prompt_ids(prompt)?;
+        let requests: Vec<ferrogpt_infer::GenerationRequest> = (0..n)
+            .map(|i| {
+                let params = ferrogpt_infer::SamplingParams {
+                    seed: Some(seed.wrapping_add(i as u64)),
+                    ..params.clone()
+                };
+                ferrogpt_infer::GenerationRequest::new(ids.clone(), params)
+            })
+            .collect();
+        let outs = self.model.generate(&requests).map_err(|e| infer_err(&self.name, e))?;
+        let completion_tokens: usize = outs.iter().map(|c| c.completion_tokens).sum();
+        let texts: Vec<String> = outs.into_iter().map(|c| c.text).collect();
         let sampling = serde_json::json!({
             "prompt": prompt,
-            "sampled": [out.text],
+            "sampled": texts,
             "model": self.name,
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens, "total_tokens": out.prompt_tokens + out.completion_tokens},
+            "usage": {"prompt_tokens": ids.len(), "completion_tokens": completion_tokens, "total_tokens": ids.len() + completion_tokens},
         });
         Ok(Completion {
-            completions: vec![out.text],
+            completions: texts,
             sampling: Some(sampling),
         })
     }
 
+    /// Scores `continuation` after `context`, raw text under the BOS policy as for prompts.
     fn loglikelihood(&self, context: &str, continuation: &str) -> ferrogpt_evals::Result<Loglikelihood> {
         let tok = self.model.tokenizer();
         let s = self
             .model
-            .score(&tok.encode(context), &tok.encode(continuation))
+            .score(&ferrogpt_infer::text_prompt(tok, context).ids, &tok.encode(continuation))
             .map_err(|e| infer_err(&self.name, e))?;
         Ok(Loglikelihood {
             logprob: s.logprob,

@@ -1,7 +1,7 @@
 //! `ferrogpt generate`: sample from a model folder, streaming to stdout.
 
 use anyhow::Context;
-use ferrogpt_infer::{render_chat, ChatMessage, LocalModel, Role, SamplingParams};
+use ferrogpt_infer::{render_chat, text_prompt, ChatMessage, LocalModel, Role, SamplingParams};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -46,11 +46,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             msgs.push(ChatMessage::new(Role::System, s.clone()));
         }
         msgs.push(ChatMessage::new(Role::User, a.prompt.clone()));
-        render_chat(tok, &msgs)
+        render_chat(tok, &msgs)?
     } else {
-        let mut ids = vec![tok.special_id(ferrogpt_tokenizer::Special::Bos)];
-        ids.extend(tok.encode(&a.prompt));
-        ids
+        text_prompt(tok, &a.prompt).ids
     };
     let stdout = std::io::stdout();
     for i in 0..a.num_samples.max(1) {
@@ -58,8 +56,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             temperature: a.temperature,
             top_p: a.top_p,
             top_k: a.top_k,
-            max_tokens: a.max_tokens,
-            seed: a.seed + i as u64,
+            max_tokens: Some(a.max_tokens),
+            seed: Some(a.seed + i as u64),
             stop: a.stop.clone(),
             ..Default::default()
         };

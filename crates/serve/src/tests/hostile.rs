@@ -1,9 +1,6 @@
 //! Hostile and malformed requests, as an attacker or a broken client would send them: every one
 //! must get an OpenAI-shaped 4xx (`{"error": {"message", "type", "param", "code"}}`), never a
 //! 5xx or a panic, and the server must answer a valid request right after.
-//!
-//! Cases that the code does not refuse yet are in tests of their own, named for the work they
-//! wait for, so that they are seen failing until then.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -489,10 +486,10 @@ async fn slow_and_stalled_senders() {
     valid_request_succeeds(&h).await;
 }
 
-/// Waits for the generation branch (issue 11, section 2: `logit_bias` limits, defined in
-/// infer): OpenAI allows at most 300 entries, and "1", "01" and "001" must not all name token 1.
+/// `logit_bias` follows OpenAI's rules, defined once in ferrogpt-infer: at most 300 entries,
+/// and a token id has one spelling, so "1", "01" and "001" cannot all name token 1.
 #[tokio::test]
-async fn hostile_logit_bias_waits_for_infer_entry_limit_and_canonical_ids() {
+async fn hostile_logit_bias_is_limited_to_300_entries_with_canonical_ids() {
     let h = hostile_harness();
     // 5,000 distinct keys for the fake model's 257 ids: the same ids with leading zeros.
     let mut flood = serde_json::Map::new();
@@ -516,12 +513,11 @@ async fn hostile_logit_bias_waits_for_infer_entry_limit_and_canonical_ids() {
     valid_request_succeeds(&h).await;
 }
 
-/// Waits for phase 2 of issue 11 (a bounded queue and a cap on `n` x prompts): one request may
-/// not ask for 128 x 128 = 16,384 sequences. Ignored until then, as no merge due now fixes it;
-/// `cargo test -p ferrogpt-serve -- --ignored` shows it failing.
+/// One request may not ask for 128 x 128 = 16,384 sequences: `n` times the number of prompts
+/// is capped (ferrogpt-infer's `MAX_SEQUENCES_PER_REQUEST`). Bounding the scheduler's queue
+/// across requests is phase 2 of issue 11.
 #[tokio::test]
-#[ignore = "waits for phase 2 of issue 11: queue bound and a cap on n x prompts"]
-async fn hostile_sequence_flood_waits_for_phase_2_queue_bound() {
+async fn hostile_sequence_flood_is_capped_per_request() {
     let h = hostile_harness();
     let flood = completion(json!({"prompt": vec!["a"; 128], "n": 128, "max_tokens": 1}));
     let cases = vec![(

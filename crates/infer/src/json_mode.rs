@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferrogpt_infer::TokenConstraint;
+use crate::sample::TokenConstraint;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Container {
