@@ -196,6 +196,9 @@ impl Tokenizer {
             reason,
         };
         let text = std::str::from_utf8(json).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+        // `tokenizers` panics ("Helper") on a syntax error inside a component such as
+        // `decoder` instead of returning it, so the syntax is checked here first.
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
         let inner = tokenizers::Tokenizer::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let ModelWrapper::BPE(bpe) = inner.get_model() else {
             return Err(invalid("model is not BPE".into()));
@@ -518,6 +521,14 @@ mod tests {
         std::fs::write(&garbled, b"{\"model\": 3}").unwrap();
         let err = Tokenizer::from_file(&garbled).unwrap_err().to_string();
         assert!(err.contains("garbled.json"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_inside_a_component_is_an_error() {
+        // Found by fuzz/ (model_folder): a syntax error inside the `decoder` object made the
+        // `tokenizers` crate panic ("Helper") instead of returning an error.
+        let err = Tokenizer::from_bytes(br#"{"decoder": {"type": "ByteLevel" 1}}"#).unwrap_err();
+        assert!(matches!(err, TokenizerError::InvalidFile { .. }), "{err}");
     }
 
     #[test]
