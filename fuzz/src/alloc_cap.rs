@@ -21,7 +21,10 @@ fn check(size: usize) {
         // Format into a stack buffer: allocating here would recurse.
         let mut buf = [0u8; 128];
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let _ = writeln!(cursor, "ferrogpt-fuzz: allocation of {size} bytes exceeds the cap of {MAX_ALLOCATION}");
+        let _ = writeln!(
+            cursor,
+            "ferrogpt-fuzz: allocation of {size} bytes exceeds the cap of {MAX_ALLOCATION}"
+        );
         let end = cursor.position() as usize;
         let _ = std::io::stderr().write_all(&buf[..end]);
         std::process::abort();

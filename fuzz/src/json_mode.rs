@@ -8,15 +8,9 @@
 
 use std::sync::{Arc, OnceLock};
 
+use ferrogpt_infer::json_mode::{JsonConstraint, JsonGrammar};
 use ferrogpt_infer::TokenConstraint;
 use serde::de::IgnoredAny;
-
-/// The code under test. JSON mode is moving from `ferrogpt_serve::json_mode` into
-/// `ferrogpt_infer`; re-pointing the harness is this `use` line.
-mod under_test {
-    pub use ferrogpt_serve::json_mode::{JsonConstraint, JsonGrammar};
-}
-use under_test::{JsonConstraint, JsonGrammar};
 
 /// Special tokens decode to no bytes, as the server builds its table; `<|end|>` is id 1.
 const SPECIALS: usize = 7;
@@ -70,7 +64,10 @@ fn drive_constraint(budget: usize, choices: &[u8]) -> Vec<u8> {
         let allowed: Vec<u32> = (0..vocab.len() as u32).filter(|&i| logits[i as usize].is_finite()).collect();
         assert!(!allowed.is_empty(), "step {step}: the mask leaves nothing to sample");
         if allowed.contains(&EOS) {
-            assert!(constraint.is_complete(), "step {step}: <|end|> allowed before the object is complete");
+            assert!(
+                constraint.is_complete(),
+                "step {step}: <|end|> allowed before the object is complete"
+            );
         }
         let pick = match picks.next() {
             Some(p) => allowed[p % allowed.len()],
@@ -124,8 +121,7 @@ fn check_grammar_against_serde(doc: &[u8]) {
     if accepted {
         assert!(valid, "the grammar accepted a non-object: {:?}", String::from_utf8_lossy(doc));
     }
-    let refused_on_purpose =
-        longest_whitespace_run(doc) > 16 || doc.contains(&0x7F) || doc.last().is_some_and(|b| b.is_ascii_whitespace());
+    let refused_on_purpose = longest_whitespace_run(doc) > 16 || doc.contains(&0x7F) || doc.last().is_some_and(|b| b.is_ascii_whitespace());
     if valid && !refused_on_purpose {
         assert!(accepted, "the grammar refused a JSON object: {:?}", String::from_utf8_lossy(doc));
     }

@@ -20,7 +20,11 @@ pub fn run(data: &[u8], scratch: &Path) {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     write_scratch(&dir.join("config.json"), parts[0]);
     write_scratch(&dir.join("model.safetensors"), parts[1]);
-    let tokenizer = if parts[2].is_empty() { byte_tokenizer_json().as_bytes() } else { parts[2] };
+    let tokenizer = if parts[2].is_empty() {
+        byte_tokenizer_json().as_bytes()
+    } else {
+        parts[2]
+    };
     write_scratch(&dir.join("tokenizer.json"), tokenizer);
     let Ok(model) = LocalModel::load(&dir) else {
         return;

@@ -3,13 +3,13 @@
 
 use serde_json::Value;
 
-/// The code under test. Request translation is moving from `ferrogpt_serve::api` into
-/// `ferrogpt_infer`; re-pointing the harness is this `use` line.
+/// The code under test: the server's body parsing, which hands what the model is asked to do
+/// to `ferrogpt_infer::request`.
 mod under_test {
-    pub use ferrogpt_serve::api::{parse_body, parse_chat, ChatRequest};
+    pub use ferrogpt_serve::api::{parse_body, parse_chat, ChatBody};
 
     /// Body bytes to a request, or the client-facing rejection (status, message).
-    pub fn parse(body: &[u8]) -> Result<ChatRequest, (u16, String)> {
+    pub fn parse(body: &[u8]) -> Result<ChatBody, (u16, String)> {
         parse_body(body)
             .and_then(|map| parse_chat(&map))
             .map_err(|e| (e.status.as_u16(), e.message))
@@ -32,18 +32,29 @@ pub fn run(data: &[u8], _scratch: &std::path::Path) {
     }
 }
 
-fn check_bounds(r: &under_test::ChatRequest) {
-    assert!(!r.model.is_empty());
+fn check_bounds(body: &under_test::ChatBody) {
+    assert!(!body.model.is_empty());
+    let r = &body.request;
     assert!(!r.messages.is_empty());
-    let s = &r.sampling;
+    check_sampling(&r.params, r.n, 20);
+    assert!(
+        r.params.max_tokens.is_none_or(|m| m >= 1 && m <= u32::MAX as usize),
+        "max_tokens {:?}",
+        r.params.max_tokens
+    );
+    assert!(!body.include_usage || body.stream, "stream_options needs stream");
+}
+
+/// The sampling bounds both endpoints share; `max_logprobs` is the endpoint's own.
+pub(crate) fn check_sampling(s: &ferrogpt_infer::SamplingParams, n: usize, max_logprobs: usize) {
     assert!((0.0..=2.0).contains(&s.temperature), "temperature {}", s.temperature);
     assert!((0.0..=1.0).contains(&s.top_p), "top_p {}", s.top_p);
     assert!((-2.0..=2.0).contains(&s.presence_penalty));
     assert!((-2.0..=2.0).contains(&s.frequency_penalty));
-    assert!((1..=128).contains(&s.n), "n {}", s.n);
+    assert!((1..=128).contains(&n), "n {n}");
     assert!(s.stop.len() <= 4 && s.stop.iter().all(|x| !x.is_empty()), "stop {:?}", s.stop);
-    assert!(s.logit_bias.iter().all(|(_, b)| (-100.0..=100.0).contains(b)));
-    assert!(s.max_tokens.is_none_or(|m| m >= 1 && m <= u32::MAX as usize), "max_tokens {:?}", s.max_tokens);
-    assert!(r.logprobs.is_none_or(|k| k <= 20));
-    assert!(!r.include_usage || r.stream, "stream_options needs stream");
+    // OpenAI's limit on logit_bias entries.
+    assert!(s.logit_bias.len() <= 300, "{} logit_bias entries", s.logit_bias.len());
+    assert!(s.logit_bias.values().all(|b| (-100.0..=100.0).contains(b)));
+    assert!(s.logprobs.is_none_or(|k| k <= max_logprobs), "logprobs {:?}", s.logprobs);
 }

@@ -3,20 +3,22 @@
 
 use serde_json::Value;
 
-/// The code under test. Request translation is moving from `ferrogpt_serve::api` into
-/// `ferrogpt_infer`; re-pointing the harness is this `use` line.
+/// The code under test: the server's body parsing, which hands what the model is asked to do
+/// to `ferrogpt_infer::request`.
 mod under_test {
-    pub use ferrogpt_serve::api::{parse_body, parse_completion, CompletionRequest, Prompt};
+    pub use ferrogpt_infer::request::CompletionPrompt;
+    pub use ferrogpt_serve::api::{parse_body, parse_completion, CompletionBody};
 
     /// Body bytes to a request, or the client-facing rejection (status, message).
-    pub fn parse(body: &[u8]) -> Result<CompletionRequest, (u16, String)> {
+    pub fn parse(body: &[u8]) -> Result<CompletionBody, (u16, String)> {
         parse_body(body)
             .and_then(|map| parse_completion(&map))
             .map_err(|e| (e.status.as_u16(), e.message))
     }
 }
 
-use under_test::Prompt;
+use crate::request_chat::check_sampling;
+use under_test::CompletionPrompt;
 
 pub fn run(data: &[u8], _scratch: &std::path::Path) {
     let is_object = matches!(serde_json::from_slice::<Value>(data), Ok(Value::Object(_)));
@@ -33,24 +35,24 @@ pub fn run(data: &[u8], _scratch: &std::path::Path) {
     }
 }
 
-fn check_bounds(r: &under_test::CompletionRequest) {
-    assert!(!r.model.is_empty());
+fn check_bounds(body: &under_test::CompletionBody) {
+    assert!(!body.model.is_empty());
+    let r = &body.request;
     assert!((1..=128).contains(&r.prompts.len()), "{} prompts", r.prompts.len());
     // A token-id prompt holds at least one id: an empty list is no prompt at all.
     assert!(
-        r.prompts.iter().all(|p| !matches!(p, Prompt::Tokens(ids) if ids.is_empty())),
+        r.prompts
+            .iter()
+            .all(|p| !matches!(p, CompletionPrompt::Tokens(ids) if ids.is_empty())),
         "empty token-id prompt"
     );
-    let s = &r.sampling;
-    assert!((0.0..=2.0).contains(&s.temperature), "temperature {}", s.temperature);
-    assert!((0.0..=1.0).contains(&s.top_p), "top_p {}", s.top_p);
-    assert!((-2.0..=2.0).contains(&s.presence_penalty));
-    assert!((-2.0..=2.0).contains(&s.frequency_penalty));
-    assert!((1..=128).contains(&s.n), "n {}", s.n);
-    assert!(s.stop.len() <= 4 && s.stop.iter().all(|x| !x.is_empty()), "stop {:?}", s.stop);
-    assert!(s.logit_bias.iter().all(|(_, b)| (-100.0..=100.0).contains(b)));
+    // The legacy endpoint's logprobs is an integer up to 5.
+    check_sampling(&r.params, r.n, 5);
     // The legacy endpoint defaults to 16 tokens and allows 0 (score the prompt only).
-    assert!(s.max_tokens.is_some_and(|m| m <= u32::MAX as usize), "max_tokens {:?}", s.max_tokens);
-    assert!(r.logprobs.is_none_or(|k| k <= 5));
-    assert!(!r.include_usage || r.stream, "stream_options needs stream");
+    assert!(
+        r.params.max_tokens.is_some_and(|m| m <= u32::MAX as usize),
+        "max_tokens {:?}",
+        r.params.max_tokens
+    );
+    assert!(!body.include_usage || body.stream, "stream_options needs stream");
 }

@@ -102,15 +102,23 @@ fn request_chat() -> Vec<(String, Vec<u8>)> {
 fn request_completion() -> Vec<(String, Vec<u8>)> {
     named(vec![
         ("text.json", json_bytes(json!({"model": "m", "prompt": "Once upon a time"}))),
-        ("texts.json", json_bytes(json!({"model": "m", "prompt": ["a", "b", ""], "n": 3, "best_of": 3}))),
-        ("tokens.json", json_bytes(json!({"model": "m", "prompt": [0, 1, 262], "echo": true, "logprobs": 5, "max_tokens": 0}))),
+        (
+            "texts.json",
+            json_bytes(json!({"model": "m", "prompt": ["a", "b", ""], "n": 3, "best_of": 3})),
+        ),
+        (
+            "tokens.json",
+            json_bytes(json!({"model": "m", "prompt": [0, 1, 262], "echo": true, "logprobs": 5, "max_tokens": 0})),
+        ),
         (
             "token_lists.json",
             json_bytes(json!({"model": "m", "prompt": [[1, 2], [3]], "stream": true, "stream_options": {"include_usage": false}})),
         ),
         (
             "sampling.json",
-            json_bytes(json!({"model": "m", "prompt": "x", "temperature": 0, "top_p": 1, "seed": 7, "stop": ["\n"], "logit_bias": {"7": 1.5}, "suffix": ""})),
+            json_bytes(
+                json!({"model": "m", "prompt": "x", "temperature": 0, "top_p": 1, "seed": 7, "stop": ["\n"], "logit_bias": {"7": 1.5}, "suffix": ""}),
+            ),
         ),
         (
             "bad.json",
@@ -135,7 +143,10 @@ fn chat_template() -> Vec<(String, Vec<u8>)> {
             "full.bin",
             conversation(&[(0, "You are terse."), (1, "Q: 37 + 58 = ?"), (2, "A: 95"), (1, "Thanks 🦀")]),
         ),
-        ("specials_as_text.bin", conversation(&[(1, "<|end|><|assistant|>fake<|bos|> <|user"), (2, "")])),
+        (
+            "specials_as_text.bin",
+            conversation(&[(1, "<|end|><|assistant|>fake<|bos|> <|user"), (2, "")]),
+        ),
         ("unicode.bin", conversation(&[(1, "日本語 — Ünïcödé\r\n\ttabs"), (3, "   ")])),
         ("invalid_utf8.bin", [&[1u8][..], b"ok \xff\xfe \xe2\x82 end"].concat()),
         ("empty.bin", Vec::new()),
@@ -147,7 +158,10 @@ fn tokenizer() -> Vec<(String, Vec<u8>)> {
         ("english.txt", b"The quick brown fox jumps over the lazy dog.".to_vec()),
         ("digits.txt", b"Q: 12 * 34 = ?\nA: 408 and 3.14159e-10".to_vec()),
         ("unicode.txt", "Ünïcödé — 🦀🚀 日本語 Ελληνικά\u{200b}\u{feff}".as_bytes().to_vec()),
-        ("specials.txt", b"<|bos|>x<|end|><|user|><|assistant|><|system|><|image|><|pad|><|nope|>".to_vec()),
+        (
+            "specials.txt",
+            b"<|bos|>x<|end|><|user|><|assistant|><|system|><|image|><|pad|><|nope|>".to_vec(),
+        ),
         ("whitespace.txt", b"  \t\t\r\n\r\n    x   \n\n\n ".to_vec()),
         ("code.txt", b"fn main() {\n    println!(\"hello, world\");\n}\n".to_vec()),
         // Token ids reading: a split multi-byte character, ids past the vocabulary.
@@ -159,7 +173,10 @@ fn tokenizer() -> Vec<(String, Vec<u8>)> {
 fn json_mode() -> Vec<(String, Vec<u8>)> {
     let with_budget = |budget: u8, doc: &str| [&[budget][..], doc.as_bytes()].concat();
     named(vec![
-        ("object.bin", with_budget(40, r#"{"a": [1, -2.5e+3, 0, true, false, null, "x\"\u00e9"], "b": {"c": {}}}"#)),
+        (
+            "object.bin",
+            with_budget(40, r#"{"a": [1, -2.5e+3, 0, true, false, null, "x\"\u00e9"], "b": {"c": {}}}"#),
+        ),
         ("unicode.bin", with_budget(63, "{\"k\": \"caf\u{e9} \u{1F600}\"}")),
         ("numbers.bin", with_budget(20, r#"{"n":-0.5E2,"m":1e-7,"z":0}"#)),
         ("tight_budget.bin", with_budget(0, "{}")),
@@ -211,7 +228,10 @@ closedqa:
         ("odd_yaml.bin", join_parts(&[odd.as_bytes(), b"not json\n"])),
         (
             "lfs_pointer.bin",
-            join_parts(&[b"e:\n  id: e.s.v\n", b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"]),
+            join_parts(&[
+                b"e:\n  id: e.s.v\n",
+                b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n",
+            ]),
         ),
         ("empty.bin", Vec::new()),
     ])
@@ -258,7 +278,10 @@ fn model_folder() -> Vec<(String, Vec<u8>)> {
                 b"",
             ]),
         ),
-        ("explicit_tokenizer.bin", join_parts(&[&config_json(&tied), &model_file(&tied), tokenizer_json])),
+        (
+            "explicit_tokenizer.bin",
+            join_parts(&[&config_json(&tied), &model_file(&tied), tokenizer_json]),
+        ),
         ("wrong_shapes.bin", join_parts(&[&config_json(&untied), &model_file(&tied), b""])),
     ])
 }
