@@ -14,9 +14,12 @@ use ferrogpt_fuzz::join_parts;
 use ferrogpt_tokenizer::Special;
 use serde_json::json;
 
+/// A target's seed files: (file name, contents).
+type Seeds = Vec<(String, Vec<u8>)>;
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
-    let seeds: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+    let seeds: Vec<(&str, Seeds)> = vec![
         ("request_chat", request_chat()),
         ("request_completion", request_completion()),
         ("chat_template", chat_template()),
@@ -43,7 +46,7 @@ fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
-fn named(items: Vec<(&str, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+fn named(items: Vec<(&str, Vec<u8>)>) -> Seeds {
     items.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
 }
 
@@ -51,7 +54,7 @@ fn json_bytes(v: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_else(|e| panic!("seed JSON: {e}"))
 }
 
-fn request_chat() -> Vec<(String, Vec<u8>)> {
+fn request_chat() -> Seeds {
     let user = json!([{"role": "user", "content": "hi"}]);
     named(vec![
         ("minimal.json", json_bytes(json!({"model": "m", "messages": user}))),
@@ -99,7 +102,7 @@ fn request_chat() -> Vec<(String, Vec<u8>)> {
     ])
 }
 
-fn request_completion() -> Vec<(String, Vec<u8>)> {
+fn request_completion() -> Seeds {
     named(vec![
         ("text.json", json_bytes(json!({"model": "m", "prompt": "Once upon a time"}))),
         (
@@ -129,7 +132,7 @@ fn request_completion() -> Vec<(String, Vec<u8>)> {
     ])
 }
 
-fn chat_template() -> Vec<(String, Vec<u8>)> {
+fn chat_template() -> Seeds {
     let conversation = |records: &[(u8, &str)]| -> Vec<u8> {
         let encoded: Vec<Vec<u8>> = records
             .iter()
@@ -153,7 +156,7 @@ fn chat_template() -> Vec<(String, Vec<u8>)> {
     ])
 }
 
-fn tokenizer() -> Vec<(String, Vec<u8>)> {
+fn tokenizer() -> Seeds {
     named(vec![
         ("english.txt", b"The quick brown fox jumps over the lazy dog.".to_vec()),
         ("digits.txt", b"Q: 12 * 34 = ?\nA: 408 and 3.14159e-10".to_vec()),
@@ -170,7 +173,7 @@ fn tokenizer() -> Vec<(String, Vec<u8>)> {
     ])
 }
 
-fn json_mode() -> Vec<(String, Vec<u8>)> {
+fn json_mode() -> Seeds {
     let with_budget = |budget: u8, doc: &str| [&[budget][..], doc.as_bytes()].concat();
     named(vec![
         (
@@ -186,7 +189,7 @@ fn json_mode() -> Vec<(String, Vec<u8>)> {
     ])
 }
 
-fn eval_registry() -> Vec<(String, Vec<u8>)> {
+fn eval_registry() -> Seeds {
     let registry = r#"
 arithmetic:
   id: arithmetic.dev.v0
@@ -254,7 +257,7 @@ fn config_json(cfg: &ModelConfig) -> Vec<u8> {
     json_bytes(cfg.to_hf_json(Special::Bos.id(), Special::End.id()))
 }
 
-fn model_folder() -> Vec<(String, Vec<u8>)> {
+fn model_folder() -> Seeds {
     let tied = tiny_config();
     let untied = ModelConfig {
         tie_embeddings: false,
@@ -303,13 +306,13 @@ fn safetensors_file(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)], metadata: boo
         data.extend_from_slice(bytes);
     }
     let mut header = serde_json::to_vec(&header).unwrap_or_else(|e| panic!("safetensors header: {e}"));
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     [&(header.len() as u64).to_le_bytes()[..], &header, &data].concat()
 }
 
-fn safetensors() -> Vec<(String, Vec<u8>)> {
+fn safetensors() -> Seeds {
     let half = |values: &[u16]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
     named(vec![
         ("tiny_model.safetensors", model_file(&tiny_config())),
