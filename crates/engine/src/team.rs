@@ -19,12 +19,18 @@ const SPINS_BEFORE_SLEEP: u32 = 1 << 12;
 
 type Job<'a> = dyn Fn(usize) + Sync + 'a;
 
+/// Low bits of [`State::generation`] that carry the job's worker count.
+const WORKER_BITS: u32 = 16;
+const WORKER_MASK: usize = (1 << WORKER_BITS) - 1;
+
 struct State {
-    /// Bumped to publish a job (after `job` and `workers` are written).
+    /// Changed to publish a job (after `job` is written): a job counter above
+    /// [`WORKER_BITS`], the job's worker count below. A helper reads the count
+    /// from the very value that announced the job, so one that notices a job
+    /// late cannot pair it with a later job's count.
     generation: AtomicUsize,
     /// The current job; valid while a `run` call waits for its helpers.
     job: UnsafeCell<Option<*const Job<'static>>>,
-    workers: AtomicUsize,
     /// Helpers of the current job that have not finished.
     pending: AtomicUsize,
     panicked: AtomicBool,
@@ -49,7 +55,6 @@ fn state() -> &'static State {
     STATE.get_or_init(|| State {
         generation: AtomicUsize::new(0),
         job: UnsafeCell::new(None),
-        workers: AtomicUsize::new(0),
         pending: AtomicUsize::new(0),
         panicked: AtomicBool::new(false),
         busy: AtomicBool::new(false),
@@ -63,11 +68,11 @@ fn state() -> &'static State {
 /// Runs `job(0)` on this thread and `job(1)` … `job(workers − 1)` on helper
 /// threads at the same time (the job's workers may wait for each other), and
 /// returns when all are done. Returns `false` without running anything if
-/// another `run` is in progress or helpers cannot be started; a panic in any
-/// worker is resumed here once all have stopped.
+/// another `run` is in progress, helpers cannot be started or `workers` is
+/// not in `1..2^16`; a panic in any worker is resumed here once all have stopped.
 pub(crate) fn run(workers: usize, job: &Job<'_>) -> bool {
     let s = state();
-    if s.busy.swap(true, Ordering::Acquire) {
+    if workers == 0 || workers > WORKER_MASK || s.busy.swap(true, Ordering::Acquire) {
         return false;
     }
     if !ensure_helpers(s, workers.saturating_sub(1)) {
@@ -80,9 +85,10 @@ pub(crate) fn run(workers: usize, job: &Job<'_>) -> bool {
         let erased: *const Job<'static> = std::mem::transmute::<&Job<'_>, &Job<'static>>(job);
         *s.job.get() = Some(erased);
     }
-    s.workers.store(workers, Ordering::Relaxed);
     s.pending.store(workers - 1, Ordering::Relaxed);
-    s.generation.fetch_add(1, Ordering::SeqCst);
+    // Only the holder of `busy` writes the generation.
+    let jobs = (s.generation.load(Ordering::Relaxed) >> WORKER_BITS) + 1;
+    s.generation.store((jobs << WORKER_BITS) | workers, Ordering::SeqCst);
     if s.sleepers.load(Ordering::SeqCst) > 0 {
         let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
         s.wake.notify_all();
@@ -151,7 +157,7 @@ fn helper(s: &'static State, index: usize, mut seen: usize) {
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
             spins = 0;
         }
-        if index < s.workers.load(Ordering::Relaxed) {
+        if index < seen & WORKER_MASK {
             // SAFETY: see `State`; the generation we saw published this job.
             let job = unsafe { (*s.job.get()).map(|p| &*p) };
             if let Some(job) = job {
