@@ -6,6 +6,8 @@
 //! worker runs the whole step over its own share of each product's output
 //! features (and of the attention's KV groups), meeting the others at a spin
 //! barrier between dependent phases — the shape of llama.cpp's thread pool.
+//! The workers are the calling thread and the spinning helpers of `team`,
+//! which start a step faster than a rayon broadcast wakes the pool.
 //!
 //! Per layer (`t` = this worker's share):
 //! 1. `xn = rmsnorm(x)` (each worker privately), `qkv[t] = xn · Wqkvᵀ`      | barrier
@@ -22,7 +24,7 @@
 //! input quantized to q8_0 by each worker (privately, like the norm).
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use crate::float::Float;
@@ -33,10 +35,6 @@ use crate::model::Model;
 use crate::packed::LayerMatrix;
 use crate::quant::{BlockQ8_0, WeightRef, F16, Q8_0_BLOCK};
 use crate::simd::{multiversion, Kernels};
-
-/// Only one fused step runs on the pool at a time: two of them interleaving
-/// their per-thread jobs could each hold a worker spinning for the other's.
-static POOL_IN_USE: AtomicBool = AtomicBool::new(false);
 
 /// Output features are split between workers in multiples of this, so each
 /// share starts on a full block of the matvec kernel.
@@ -145,18 +143,7 @@ impl<T: Float> Model<T> {
         if workers > 1 {
             let barrier = SpinBarrier::new(workers);
             let job = |t: usize| decode_worker(kernels, self, shared, &barrier, n, t, workers);
-            let ran = if std::env::var_os("FERROGPT_DECODE_RAYON").is_some() {
-                if !POOL_IN_USE.swap(true, Ordering::Acquire) {
-                    rayon::broadcast(|ctx| job(ctx.index()));
-                    POOL_IN_USE.store(false, Ordering::Release);
-                    true
-                } else {
-                    false
-                }
-            } else {
-                crate::team::run(workers, &job)
-            };
-            if ran {
+            if crate::team::run(workers, &job) {
                 return;
             }
         }
@@ -206,15 +193,15 @@ multiversion! {
                     model.rope.apply(&mut row[k_at..k_at + hd], pos, false);
                     let at = s.cache_base(l, slot, g) + pos * hd;
                     unsafe {
-                        E::store(&row[k_at..k_at + hd], s.cache_slice(s.k, at, hd));
-                        E::store(&row[v_at..v_at + hd], s.cache_slice(s.v, at, hd));
+                        E::store(&row[k_at..k_at + hd], s.slice(s.k, at, hd));
+                        E::store(&row[v_at..v_at + hd], s.slice(s.v, at, hd));
                     }
                 }
                 for r in 0..n {
                     let (slot, pos) = (s.rows_slot[r], s.rows_pos[r]);
                     let base = s.cache_base(l, slot, g);
-                    let keys = unsafe { s.cache_slice(s.k, base, (pos + 1) * hd) };
-                    let values = unsafe { s.cache_slice(s.v, base, (pos + 1) * hd) };
+                    let keys = unsafe { s.slice(s.k, base, (pos + 1) * hd) };
+                    let values = unsafe { s.slice(s.v, base, (pos + 1) * hd) };
                     for h in g * rep..(g + 1) * rep {
                         let q = unsafe { s.slice(s.qkv, r * qd + h * hd, hd) };
                         model.rope.apply(q, pos, false);
@@ -341,14 +328,7 @@ impl<'a, T: Float, E: KvElem<T>> Shared<'a, T, E> {
     /// touches that range until the next barrier (or only reads it, if this
     /// worker only reads).
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, ptr: SyncPtr<T>, start: usize, len: usize) -> &mut [T] {
-        std::slice::from_raw_parts_mut(ptr.get().add(start), len)
-    }
-
-    /// # Safety
-    /// As [`Shared::slice`], for the cache's buffers.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn cache_slice(&self, ptr: SyncPtr<E>, start: usize, len: usize) -> &mut [E] {
+    unsafe fn slice<U>(&self, ptr: SyncPtr<U>, start: usize, len: usize) -> &mut [U] {
         std::slice::from_raw_parts_mut(ptr.get().add(start), len)
     }
 

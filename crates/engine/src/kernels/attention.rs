@@ -75,10 +75,10 @@ fn key_span(win: &[[u32; 2]], q0: usize, q1: usize) -> (usize, usize) {
 }
 
 /// `S = scale · Q[q0..q0+nq] · K[k0..k0+nk]ᵀ`, masked entries set to −∞.
-#[inline(always)]
 ///
 /// # Safety
 /// `qkv` must hold the whole batch at the shape's strides; `s` must hold BQ·BK.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn scores<T: Float>(
     sh: &AttnShape,
