@@ -53,9 +53,26 @@ fn choose_kernels(name: &str) -> anyhow::Result<KernelPath> {
     Ok(Kernels::force(path)?.path())
 }
 
+/// The CPU's model name (`/proc/cpuinfo` on Linux, else the architecture),
+/// so figures say what they were measured on.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(key, _)| key.trim() == "model name")
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let cfg = ModelConfig::reference();
     let threads = rayon::current_num_threads();
+    let cpu = cpu_model();
+    // What this CPU could run, besides the path chosen (printed as `kernels`).
+    let supported = KernelPath::supported().iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
     match cmd {
         BenchCommand::Train {
             batch,
@@ -73,11 +90,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({"tokens_per_s": tps, "step_s": r.median_step(), "gflops": gflops,
                         "executed_gflops": r.executed_flops_per_step / r.median_step() / 1e9,
-                        "sgemm_peak_gflops": peak, "threads": threads, "params": r.params, "kernels": kernels.name()})
+                        "sgemm_peak_gflops": peak, "threads": threads, "params": r.params, "kernels": kernels.name(), "supported_kernels": supported, "cpu": cpu})
                 );
             } else {
                 println!(
-                    "ferrogpt train step, reference model ({} params), batch {batch} x {}, {threads} threads, kernels {kernels}",
+                    "ferrogpt train step, reference model ({} params), batch {batch} x {}, {threads} threads, {cpu}, kernels {kernels} (supported: {supported})",
                     r.params, cfg.max_seq_len
                 );
                 println!(
@@ -120,12 +137,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"tokens_per_s": med, "runs": r.tokens_per_s, "threads": threads,
-                        "kernels": kernels.name(), "dtype": r.weights.name(), "kv_dtype": r.kv.name(),
+                        "cpu": cpu, "kernels": kernels.name(), "supported_kernels": supported, "dtype": r.weights.name(), "kv_dtype": r.kv.name(),
                         "weight_bytes": r.weight_bytes, "kv_bytes_per_token": r.kv_bytes_per_token,
                         "bytes_per_step": r.bytes_per_step, "read_gbps": gbps, "roofline_tokens_per_s": roof})
                 );
             } else {
-                println!("ferrogpt decode, reference model, batch 1, {tokens} tokens, {threads} threads, kernels {kernels}");
+                println!("ferrogpt decode, reference model, batch 1, {tokens} tokens, {threads} threads, {cpu}, kernels {kernels} (supported: {supported})");
                 println!("  weights   {}, {:.2} MB", r.weights, mb(r.weight_bytes as f64));
                 println!("  KV cache  {}, {} bytes per token", r.kv, r.kv_bytes_per_token);
                 println!(
