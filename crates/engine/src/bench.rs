@@ -4,7 +4,7 @@
 
 use crate::kv::{LogitsFor, SeqChunk};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
-use crate::{Activations, AttnMask, Input, KvCache, Model, ModelConfig};
+use crate::{Activations, AttnMask, DType, Input, KvCache, Model, ModelConfig};
 use std::time::Instant;
 
 /// Best GFLOP/s of a square f32 matmul of side `n` over a few repetitions,
@@ -92,13 +92,46 @@ pub fn bench_train(cfg: &ModelConfig, batch: usize, seq: usize, warmup: usize, s
     })
 }
 
+/// What [`bench_decode`] decodes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Storage of the weights ([`Model::quantize`]).
+    pub weights: DType,
+    /// Storage of the KV cache ([`KvCache::with_dtype`]).
+    pub kv: DType,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            weights: DType::F32,
+            kv: DType::F32,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DecodeBench {
+    /// Tokens/s of each timed run.
+    pub tokens_per_s: Vec<f64>,
+    /// What the model's weights occupy.
+    pub weight_bytes: usize,
+    /// What a decode step reads on average: every weight but the embedding
+    /// table (one row of it), plus the KV cache up to the mean position.
+    pub bytes_per_step: f64,
+    pub kv_bytes_per_token: usize,
+    pub weights: DType,
+    pub kv: DType,
+}
+
 /// Batch-1 greedy decoding with the KV cache: one prompt token, then
-/// `tokens` decode steps; returns tokens/s of each of `runs` runs.
-pub fn bench_decode(cfg: &ModelConfig, tokens: usize, runs: usize) -> Result<Vec<f64>, crate::EngineError> {
-    let model = Model::<f32>::new(cfg.clone(), 0.02, 1)?;
-    let mut cache = KvCache::<f32>::new(cfg, 1, tokens + 1);
+/// `tokens` decode steps; tokens/s of each of `runs` runs after a warm-up run.
+pub fn bench_decode(cfg: &ModelConfig, tokens: usize, runs: usize, opts: DecodeOptions) -> Result<DecodeBench, crate::EngineError> {
+    let mut model = Model::<f32>::new(cfg.clone(), 0.02, 1)?;
+    model.quantize(opts.weights)?;
+    let mut cache = KvCache::<f32>::with_dtype(cfg, 1, tokens + 1, opts.kv)?;
     let mut logits = Vec::new();
-    let mut out = Vec::new();
+    let mut tokens_per_s = Vec::new();
     for run in 0..runs + 1 {
         cache.reset(0);
         let mut tok = 0u32;
@@ -109,10 +142,72 @@ pub fn bench_decode(cfg: &ModelConfig, tokens: usize, runs: usize) -> Result<Vec
         }
         // The first run warms caches and the thread pool.
         if run > 0 {
-            out.push(tokens as f64 / t.elapsed().as_secs_f64());
+            tokens_per_s.push(tokens as f64 / t.elapsed().as_secs_f64());
         }
     }
-    Ok(out)
+    let embed_name = "model.embed_tokens.weight";
+    let streamed: usize = model
+        .tensor_weights()
+        .iter()
+        .map(|(spec, w)| {
+            let bytes = w.bytes();
+            if spec.name == embed_name && !cfg.tie_embeddings {
+                bytes / cfg.vocab_size
+            } else {
+                bytes
+            }
+        })
+        .sum();
+    let mean_position = tokens as f64 / 2.0;
+    Ok(DecodeBench {
+        tokens_per_s,
+        weight_bytes: model.weight_bytes(),
+        bytes_per_step: streamed as f64 + cache.bytes_per_token() as f64 * mean_position,
+        kv_bytes_per_token: cache.bytes_per_token(),
+        weights: model.weight_dtype(),
+        kv: cache.dtype(),
+    })
+}
+
+/// Read bandwidth in GB/s of the rayon pool streaming a buffer of `bytes`
+/// (each worker its share, `reps` times, best of 5): the roof of a decode
+/// step, which streams its weights once. A buffer the size of the weights
+/// measures the level of the memory hierarchy they live in.
+pub fn measure_read_gbps(bytes: usize, reps: usize) -> f64 {
+    let kernels = crate::simd::Kernels::active();
+    let buf = crate::huge::filled_huge(bytes / 4, 1.0f32);
+    let workers = rayon::current_num_threads();
+    let share = buf.len() / workers;
+    let mut best = f64::INFINITY;
+    let mut checksum = 0.0f32;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sums = rayon::broadcast(|ctx| {
+            let part = &buf[ctx.index() * share..(ctx.index() + 1) * share];
+            // `black_box` keeps the compiler from summing the (unchanged) buffer once for all reps.
+            (0..reps.max(1))
+                .map(|_| sum_lanes(kernels, std::hint::black_box(part)))
+                .sum::<f32>()
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+        checksum += sums.iter().sum::<f32>();
+    }
+    std::hint::black_box(checksum);
+    (share * workers * 4 * reps.max(1)) as f64 / best / 1e9
+}
+
+crate::simd::multiversion! {
+    /// Sum in 32 independent lanes: as many loads in flight as the core allows.
+    fn sum_lanes<T: crate::Float>(isa: Isa, v: &[T]) -> T {
+        let (chunks, tail) = v.as_chunks::<32>();
+        let mut acc = [T::ZERO; 32];
+        for c in chunks {
+            for i in 0..32 {
+                acc[i] += c[i];
+            }
+        }
+        tail.iter().fold(acc.iter().fold(T::ZERO, |s, &a| s + a), |s, &a| s + a)
+    }
 }
 
 pub fn argmax(v: &[f32]) -> usize {

@@ -1,7 +1,11 @@
 //! The scalar type the kernels are generic over. Training and inference run in
 //! `f32`; the gradient checks instantiate the very same kernels in `f64` so that
-//! finite differences are accurate to ~1e-8 instead of ~1e-3.
+//! finite differences are accurate to ~1e-8 instead of ~1e-3. The trait's
+//! `dot_rows*` methods are where f32 reaches the explicit SIMD kernels of
+//! [`crate::simd`]; other types take the portable ones.
 
+use crate::quant::F16;
+use crate::simd::{portable, Isa};
 use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -36,17 +40,34 @@ pub trait Float:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn max(self, other: Self) -> Self;
-    /// `self·a + b` in one rounding (a hardware FMA with target-cpu=native).
+    /// `self·a + b` in one rounding. Kernels call it through
+    /// [`crate::simd::fmadd`], which falls back to two roundings on targets
+    /// without FMA instead of a libm call.
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
     }
-    /// `B` dot products of equal-length rows with `x`, the inner loop of
-    /// decoding's matrix-vector products. Each row's result depends only on
-    /// that row and `x`, never on `B` or the row's neighbours.
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+
+    /// `B` dot products of rows (each at least `x.len()` long) with `x`, the
+    /// inner loop of decoding's matrix-vector products: the canonical result
+    /// of [`crate::simd`] for each row, whatever `B` and the row's neighbours.
+    /// f32 runs the path's explicit SIMD kernel; other types the portable one.
     #[inline(always)]
-    fn dot_block<const B: usize>(rows: &[&[Self]; B], x: &[Self]) -> [Self; B] {
-        crate::matmul::dot_block_portable(rows, x)
+    fn dot_rows<I: Isa, const B: usize>(isa: I, rows: &[&[Self]; B], x: &[Self]) -> [Self; B] {
+        portable::dot_rows(isa, rows, x)
+    }
+    /// As [`Float::dot_rows`], with f16 rows (weights or cached keys).
+    #[inline(always)]
+    fn dot_rows_f16<I: Isa, const B: usize>(isa: I, rows: &[&[F16]; B], x: &[Self]) -> [Self; B] {
+        portable::dot_rows_f16(isa, rows, x)
+    }
+    /// `out[i] += a · v[i]` over f16 values (cached values in attention).
+    #[inline(always)]
+    fn axpy_f16<I: Isa>(isa: I, out: &mut [Self], a: Self, v: &[F16]) {
+        let _ = isa;
+        portable::axpy_f16(out, a, v)
     }
 }
 
@@ -79,10 +100,25 @@ impl Float for f32 {
     fn sqrt(self) -> Self {
         f32::sqrt(self)
     }
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
     #[inline(always)]
-    fn dot_block<const B: usize>(rows: &[&[Self]; B], x: &[Self]) -> [Self; B] {
-        dot_block_avx512(rows, x)
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn dot_rows<I: Isa, const B: usize>(isa: I, rows: &[&[Self]; B], x: &[Self]) -> [Self; B] {
+        isa.dot_rows_f32(rows, x)
+    }
+    #[inline(always)]
+    fn dot_rows_f16<I: Isa, const B: usize>(isa: I, rows: &[&[F16]; B], x: &[Self]) -> [Self; B] {
+        isa.dot_rows_f16(rows, x)
+    }
+    #[inline(always)]
+    fn axpy_f16<I: Isa>(isa: I, out: &mut [Self], a: Self, v: &[F16]) {
+        isa.axpy_f16(out, a, v)
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
@@ -91,35 +127,6 @@ impl Float for f32 {
         } else {
             other
         }
-    }
-}
-
-/// [`Float::dot_block`] with one 16-lane register per row: LLVM's
-/// auto-vectoriser turns the portable version into 128-bit shuffles.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-#[inline(always)]
-fn dot_block_avx512<const B: usize>(rows: &[&[f32]; B], x: &[f32]) -> [f32; B] {
-    use std::arch::x86_64::*;
-    const LANES: usize = 16;
-    let n = x.len();
-    assert!(rows.iter().all(|r| r.len() >= n));
-    let full = n / LANES * LANES;
-    // SAFETY: avx512f is enabled at compile time (cfg above), and every load
-    // reads LANES elements at c < full <= n, within x and each row.
-    unsafe {
-        let mut acc = [_mm512_setzero_ps(); B];
-        let mut c = 0;
-        while c < full {
-            let xv = _mm512_loadu_ps(x.as_ptr().add(c));
-            for j in 0..B {
-                acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[j].as_ptr().add(c)), xv, acc[j]);
-            }
-            c += LANES;
-        }
-        std::array::from_fn(|j| {
-            let s = _mm512_reduce_add_ps(acc[j]);
-            (full..n).fold(s, |s, k| rows[j][k].mul_add(x[k], s))
-        })
     }
 }
 
@@ -151,6 +158,14 @@ impl Float for f64 {
     #[inline(always)]
     fn sqrt(self) -> Self {
         f64::sqrt(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x as f64
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
@@ -199,7 +214,7 @@ pub fn fast_exp(x: f32) -> f32 {
 
 /// `v[i] = exp(v[i] − shift)` for every element, returning the sum. Sums in
 /// 16 independent lanes so both the exp and the reduction vectorise.
-#[inline]
+#[inline(always)]
 pub fn exp_shifted_sum<T: Float>(v: &mut [T], shift: T) -> T {
     const L: usize = 16;
     let mut acc = [T::ZERO; L];

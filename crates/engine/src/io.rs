@@ -2,6 +2,7 @@
 //! names, so `transformers` can load what we train and we can load theirs.
 
 use crate::params::ParamLayout;
+use crate::quant::F16;
 use crate::EngineError;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -67,35 +68,23 @@ fn widen(view: &TensorView) -> Result<Vec<f32>, String> {
             .chunks_exact(2)
             .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
             .collect(),
-        Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        Dtype::F16 => d.chunks_exact(2).map(|c| F16(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
         other => return Err(format!("dtype {other:?} is not supported (f32, bf16, f16 are)")),
     })
 }
 
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // subnormal: normalise
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
-}
-
 /// Saves a model's parameters under their Hugging Face names.
 pub fn save_model(path: &Path, layout: &ParamLayout, params: &[f32], metadata: Option<HashMap<String, String>>) -> Result<(), EngineError> {
+    if params.len() != layout.total {
+        return Err(err(
+            path,
+            format!(
+                "{} parameters to save, the layout has {} (a model packed for inference has no f32 parameters)",
+                params.len(),
+                layout.total
+            ),
+        ));
+    }
     let tensors: Vec<(String, Vec<usize>, &[f32])> = layout
         .tensors
         .iter()
@@ -129,13 +118,6 @@ pub fn load_model(path: &Path, layout: &ParamLayout) -> Result<Vec<f32>, EngineE
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
-
-    #[test]
-    fn f16_widening() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-    }
 
     #[test]
     fn save_load_round_trip_and_errors() {

@@ -4,13 +4,17 @@
 //! Hugging Face Llama names ([`params`]), hand-written forward/backward kernels
 //! ([`kernels`]), the training forward/backward over preallocated activations
 //! ([`Model`], [`Activations`]), the multi-sequence KV-cache inference path
-//! ([`KvCache`]), AdamW with clipping and LR schedules ([`optim`]), safetensors
-//! I/O by tensor name ([`io`]), and a deterministic RNG ([`rng`]).
+//! ([`KvCache`], keys and values in f32 or f16), inference weights packed as
+//! f16 or llama.cpp's q8_0 ([`quant`], [`Model::quantize`]), the run-time
+//! choice of SIMD kernels for the CPU ([`simd`]: AVX-512, AVX2+FMA, portable),
+//! AdamW with clipping and LR schedules ([`optim`]), safetensors I/O by tensor
+//! name ([`io`]), and a deterministic RNG ([`rng`]).
 //!
 //! Must not touch: tokenizers, data files, checkpoints' non-weight state,
 //! sampling policy or anything about HTTP — those belong to the crates above it.
-//! Matmuls go through [`matmul`] (the `gemm` crate), parallel loops through the
-//! global rayon pool; nothing on the training or decoding hot path allocates.
+//! Matmuls go through [`matmul`] (the `gemm` crate; decoding's few-row products
+//! through its own kernels), parallel loops through the global rayon pool;
+//! nothing on the training or decoding hot path allocates.
 
 pub mod bench;
 pub mod config;
@@ -24,8 +28,12 @@ pub mod mask;
 pub mod matmul;
 pub mod model;
 pub mod optim;
+mod packed;
 pub mod params;
+pub mod quant;
 pub mod rng;
+pub mod simd;
+mod team;
 
 pub use config::ModelConfig;
 pub use float::Float;
@@ -34,6 +42,8 @@ pub use kv::KvCache;
 pub use mask::AttnMask;
 pub use model::{Activations, Input, Model};
 pub use optim::{AdamW, AdamWConfig, Schedule};
+pub use quant::DType;
+pub use simd::{KernelPath, Kernels};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -43,6 +53,8 @@ pub enum EngineError {
     Shape(String),
     #[error("{path}: {why}")]
     Weights { path: String, why: String },
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

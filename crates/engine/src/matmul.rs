@@ -7,6 +7,8 @@
 //! is `[out, in]` as in PyTorch / Hugging Face, so `y = x · Wᵀ`.
 
 use crate::float::Float;
+use crate::quant::{BlockQ8_0, WeightRef, Q8_0_BLOCK};
+use crate::simd::{multiversion, Isa, Kernels};
 use gemm::Parallelism;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -150,6 +152,53 @@ pub fn linear_forward<T: Float>(y: &mut [T], x: &[T], w: &[T], rows: usize, d_in
     }
 }
 
+/// [`linear_forward`] with the weights in any storage type: f32 goes straight
+/// to it; f16 and q8_0 are widened a tile of output features at a time for
+/// gemm (the prefill of a packed model; its decoding uses [`matvec`]).
+pub(crate) fn linear_forward_weights<T: Float>(
+    y: &mut [T],
+    x: &[T],
+    w: WeightRef<'_, T>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+    accumulate: bool,
+) {
+    use rayon::prelude::*;
+    let w_full = match w {
+        WeightRef::Full(w) => return linear_forward(y, x, w, rows, d_in, d_out, accumulate),
+        _ => w,
+    };
+    assert!(y.len() >= rows * d_out && x.len() >= rows * d_in && w_full.holds(d_out, d_in));
+    /// Output features widened per task: 64 rows of weights stay in L2.
+    const TILE: usize = 64;
+    let y_ptr = SyncPtr(y.as_mut_ptr());
+    (0..d_out.div_ceil(TILE))
+        .into_par_iter()
+        .for_each_init(Vec::new, |tile: &mut Vec<T>, t| {
+            let (start, end) = (t * TILE, ((t + 1) * TILE).min(d_out));
+            tile.resize((end - start) * d_in, T::ZERO);
+            for (o, row) in (start..end).zip(tile.chunks_exact_mut(d_in)) {
+                w_full.row_into(o, row);
+            }
+            // SAFETY: bounded by the assert; tiles write disjoint columns of y.
+            unsafe {
+                gemm_raw(
+                    rows,
+                    end - start,
+                    d_in,
+                    y_ptr.get().add(start),
+                    d_out,
+                    accumulate,
+                    Mat::rows(x, d_in),
+                    Mat::transposed(tile, d_in),
+                    T::ONE,
+                    Par::Serial,
+                )
+            }
+        });
+}
+
 /// `dx[rows, in] (+)= dy[rows, out] · W` — the input gradient of a linear layer.
 pub fn linear_backward_input<T: Float>(dx: &mut [T], dy: &[T], w: &[T], rows: usize, d_in: usize, d_out: usize, accumulate: bool) {
     assert!(dx.len() >= rows * d_in && dy.len() >= rows * d_out && w.len() >= d_out * d_in);
@@ -200,13 +249,27 @@ const OUT_CHUNK: usize = 64;
 
 fn small_rows_linear<T: Float>(y: &mut [T], x: &[T], w: &[T], rows: usize, d_in: usize, d_out: usize, accumulate: bool) {
     use rayon::prelude::*;
+    let kernels = Kernels::active();
     let y_ptr = SyncPtr(y.as_mut_ptr());
     let chunks = d_out.div_ceil(OUT_CHUNK);
     let run = |chunk: usize| {
         let start = chunk * OUT_CHUNK;
         let end = (start + OUT_CHUNK).min(d_out);
         // SAFETY: the caller's assert bounds y, x and w; chunks are disjoint.
-        unsafe { matvec_rows(y_ptr.get(), d_out, x, w, rows, d_in, start..end, accumulate) };
+        unsafe {
+            matvec_rows(
+                kernels,
+                y_ptr,
+                d_out,
+                x,
+                &[],
+                WeightRef::Full(w),
+                rows,
+                d_in,
+                start..end,
+                accumulate,
+            )
+        };
     };
     if chunks > 1 && rayon::current_num_threads() > 1 {
         (0..chunks).into_par_iter().for_each(run);
@@ -215,96 +278,145 @@ fn small_rows_linear<T: Float>(y: &mut [T], x: &[T], w: &[T], rows: usize, d_in:
     }
 }
 
-/// Lanes of one accumulator in [`matvec_rows`]: one AVX-512 register of f32.
-const LANES: usize = 16;
-/// Output features computed together in [`matvec_rows`]: eight independent
-/// accumulators hide the FMA latency and share each load of `x`.
-const OUT_BLOCK: usize = 8;
+/// Output features computed together in [`matvec`]: they share each load of `x`.
+const OUT_BLOCK: usize = 4;
 
 /// `y[r·ldy + o] (+)= x[r, :] · w[o, :]` for `o` in `outs` and `r < rows`, on
 /// the calling thread — the matrix-vector products of decoding, where the
-/// weights stream once from cache and nothing is packed.
+/// weights stream once from cache, in their storage type, and nothing is
+/// packed. q8_0 weights multiply `xq`, `x` quantized by [`quantize_rows`]
+/// (llama.cpp's scheme: exact integer products per block); f32 and f16
+/// weights multiply `x` itself.
 ///
-/// Every output is computed the same way (16 lanes over the input in order,
-/// then a fixed reduction) whichever block or range it falls in, so results
-/// do not depend on how callers split `outs` between threads.
+/// Every output is the canonical dot product of `simd` whichever block or
+/// range it falls in, so results do not depend on how callers split `outs`
+/// between threads.
 ///
 /// # Safety
 /// `y` must address `rows` rows of stride `ldy` covering the columns in `outs`,
-/// written by no one else during the call; `x` holds `rows·d_in` and `w` at
-/// least `outs.end·d_in` elements.
+/// written by no one else during the call; `x` holds `rows·d_in` values (and
+/// `xq` its `rows·d_in/32` blocks for q8_0 weights); `w` holds at least
+/// `outs.end` rows of `d_in`.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn matvec_rows<T: Float>(
+pub(crate) unsafe fn matvec<I: Isa, T: Float>(
+    isa: I,
     y: *mut T,
     ldy: usize,
     x: &[T],
-    w: &[T],
+    xq: &[BlockQ8_0],
+    w: WeightRef<'_, T>,
     rows: usize,
     d_in: usize,
     outs: std::ops::Range<usize>,
     accumulate: bool,
 ) {
+    debug_assert!(w.holds(outs.end, d_in));
     count(rows, outs.len(), d_in);
-    let store = |r: usize, o: usize, v: T| {
-        let dst = y.add(r * ldy + o);
-        *dst = if accumulate { *dst + v } else { v };
-    };
-    let mut o = outs.start;
-    while o + OUT_BLOCK <= outs.end {
-        let block: [&[T]; OUT_BLOCK] = std::array::from_fn(|j| &w[(o + j) * d_in..(o + j + 1) * d_in]);
-        for r in 0..rows {
-            let sums = T::dot_block(&block, &x[r * d_in..(r + 1) * d_in]);
-            for (j, &v) in sums.iter().enumerate() {
-                store(r, o + j, v);
-            }
+    match w {
+        WeightRef::Full(w) => matvec_by(y, ldy, rows, outs, accumulate, w, d_in, |block, r| {
+            T::dot_rows(isa, block, &x[r * d_in..(r + 1) * d_in])
+        }),
+        WeightRef::F16(w) => matvec_by(y, ldy, rows, outs, accumulate, w, d_in, |block, r| {
+            T::dot_rows_f16(isa, block, &x[r * d_in..(r + 1) * d_in])
+        }),
+        WeightRef::Q8_0(w) => {
+            let nb = d_in / Q8_0_BLOCK;
+            matvec_by(y, ldy, rows, outs, accumulate, w, nb, |block, r| {
+                isa.dot_rows_q8(block, &xq[r * nb..(r + 1) * nb]).map(T::from_f32)
+            })
         }
-        o += OUT_BLOCK;
-    }
-    while o < outs.end {
-        let row = [&w[o * d_in..(o + 1) * d_in]];
-        for r in 0..rows {
-            store(r, o, T::dot_block(&row, &x[r * d_in..(r + 1) * d_in])[0]);
-        }
-        o += 1;
     }
 }
 
-/// `B` dot products of equal-length rows with one vector `x`: 16 lanes per
-/// row over the input in order, a fixed reduction, then the tail — the
-/// portable version of what [`Float::dot_block`] does with explicit SIMD.
+/// The loop of [`matvec`] over blocks of [`OUT_BLOCK`] output features; a
+/// last, partial block repeats its last row (dot products are independent, so
+/// the repeat changes nothing).
 #[inline(always)]
-pub(crate) fn dot_block_portable<T: Float, const B: usize>(rows: &[&[T]; B], x: &[T]) -> [T; B] {
-    let n = x.len();
-    let (xc, xt) = x.as_chunks::<LANES>();
-    let full = xc.len() * LANES;
-    let mut acc = [[T::ZERO; LANES]; B];
-    for j in 0..B {
-        let (rc, _) = rows[j][..n].as_chunks::<LANES>();
-        for (wv, xv) in rc.iter().zip(xc) {
-            for i in 0..LANES {
-                acc[j][i] = wv[i].mul_add(xv[i], acc[j][i]);
+#[allow(clippy::too_many_arguments)]
+unsafe fn matvec_by<T: Float, W>(
+    y: *mut T,
+    ldy: usize,
+    rows: usize,
+    outs: std::ops::Range<usize>,
+    accumulate: bool,
+    w: &[W],
+    per_row: usize,
+    dot: impl Fn(&[&[W]; OUT_BLOCK], usize) -> [T; OUT_BLOCK],
+) {
+    let mut o = outs.start;
+    while o < outs.end {
+        let take = (outs.end - o).min(OUT_BLOCK);
+        let block: [&[W]; OUT_BLOCK] = std::array::from_fn(|j| {
+            let row = o + j.min(take - 1);
+            &w[row * per_row..(row + 1) * per_row]
+        });
+        for r in 0..rows {
+            let sums = dot(&block, r);
+            for (j, &v) in sums[..take].iter().enumerate() {
+                let dst = y.add(r * ldy + o + j);
+                *dst = if accumulate { *dst + v } else { v };
             }
         }
+        o += take;
     }
-    std::array::from_fn(|j| {
-        let s = acc[j].iter().fold(T::ZERO, |s, &v| s + v);
-        xt.iter().enumerate().fold(s, |s, (k, &xv)| rows[j][full + k].mul_add(xv, s))
-    })
 }
 
-/// Dot product of the common prefix of `a` and `b`.
-#[inline]
-pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+multiversion! {
+    /// [`matvec`] on `kernels`' path.
+    ///
+    /// # Safety
+    /// As [`matvec`].
+    pub(crate) unsafe fn matvec_rows<T: Float>(
+        isa: Isa,
+        y: SyncPtr<T>,
+        ldy: usize,
+        x: &[T],
+        xq: &[BlockQ8_0],
+        w: WeightRef<'_, T>,
+        rows: usize,
+        d_in: usize,
+        outs: std::ops::Range<usize>,
+        accumulate: bool,
+    ) {
+        matvec(isa, y.get(), ldy, x, xq, w, rows, d_in, outs, accumulate)
+    }
+}
+
+/// `x` (rows of a multiple of 32 values) as q8_0 blocks in `xq`: the
+/// activations' side of a q8_0 product, as llama.cpp quantizes them.
+/// Identical on every path (only exact operations and one rounding rule).
+#[inline(always)]
+pub(crate) fn quantize_rows<T: Float>(x: &[T], xq: &mut [BlockQ8_0]) {
+    for (out, chunk) in xq.iter_mut().zip(x.chunks_exact(Q8_0_BLOCK)) {
+        let block: [f32; Q8_0_BLOCK] = std::array::from_fn(|i| chunk[i].to_f32());
+        *out = crate::quant::quantize_block(&block);
+    }
+}
+
+/// Dot product of the common prefix of `a` and `b` on `isa` (the canonical
+/// sum of `simd`).
+#[inline(always)]
+pub(crate) fn dot_in<I: Isa, T: Float>(isa: I, a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
-    T::dot_block(&[&a[..n]], &b[..n])[0]
+    T::dot_rows(isa, &[&a[..n]], &b[..n])[0]
+}
+
+/// Dot product of the common prefix of `a` and `b`, on the active kernels.
+pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    dot_active(Kernels::active(), a, b)
+}
+
+multiversion! {
+    fn dot_active<T: Float>(isa: Isa, a: &[T], b: &[T]) -> T {
+        dot_in(isa, a, b)
+    }
 }
 
 /// `y += alpha · x`
-#[inline]
+#[inline(always)]
 pub fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
-    for (a, b) in y.iter_mut().zip(x) {
-        *a += alpha * *b;
-    }
+    crate::simd::portable::axpy(y, alpha, x)
 }
 
 /// A raw pointer that may cross into rayon tasks. Users promise that tasks

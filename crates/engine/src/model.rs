@@ -41,6 +41,8 @@ pub struct Model<T: Float> {
     /// Same layout as `params`; empty until [`Model::enable_grads`].
     pub grads: Vec<T>,
     pub(crate) rope: RopeTable<T>,
+    /// The weights packed for inference (then `params` is empty); see [`Model::quantize`].
+    pub(crate) packed: Option<Box<crate::packed::PackedWeights<T>>>,
 }
 
 impl<T: Float> Model<T> {
@@ -54,14 +56,21 @@ impl<T: Float> Model<T> {
 
     pub fn from_params(cfg: ModelConfig, params: Vec<T>) -> Result<Self, EngineError> {
         cfg.validate()?;
-        let layout = ParamLayout::new(&cfg);
-        if params.len() != layout.total {
+        let total = ParamLayout::new(&cfg).total;
+        if params.len() != total {
             return Err(EngineError::Shape(format!(
-                "{} parameters given, the config needs {}",
+                "{} parameters given, the config needs {total}",
                 params.len(),
-                layout.total
             )));
         }
+        Self::from_parts(cfg, params)
+    }
+
+    /// A model over `params` (the full layout, or nothing for a packed model),
+    /// with no packed weights yet.
+    pub(crate) fn from_parts(cfg: ModelConfig, params: Vec<T>) -> Result<Self, EngineError> {
+        cfg.validate()?;
+        let layout = ParamLayout::new(&cfg);
         let rope = RopeTable::new(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta);
         Ok(Model {
             cfg,
@@ -69,6 +78,7 @@ impl<T: Float> Model<T> {
             params: crate::huge::copy_to_huge_pages(params),
             grads: Vec::new(),
             rope,
+            packed: None,
         })
     }
 
@@ -96,7 +106,21 @@ impl<T: Float> Model<T> {
         }
     }
 
+    /// Training and the full-sequence forward read the f32 parameter buffer,
+    /// which packing drops.
+    fn check_unpacked(&self) -> Result<(), EngineError> {
+        match &self.packed {
+            Some(_) => Err(EngineError::Unsupported(format!(
+                "the full-sequence forward and training on weights packed as {} (they need f32 weights; \
+                 inference goes through forward_cached)",
+                self.weight_dtype()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn check(&self, acts: &Activations<T>, input: &Input<T>, mask: &AttnMask) -> Result<(), EngineError> {
+        self.check_unpacked()?;
         let n = acts.batch * acts.seq;
         if acts.cfg != self.cfg {
             return Err(EngineError::Shape("activations were sized for another model config".into()));
@@ -198,13 +222,8 @@ impl<T: Float> Model<T> {
     /// Rotates the q and k heads of every row of the fused qkv activations;
     /// row `r` is at position `r mod seq`.
     fn rope_rows(&self, qkv: &mut [T], seq: usize, inverse: bool) {
-        let qd = self.cfg.qkv_dim();
         let qk = (self.cfg.n_heads + self.cfg.n_kv_heads) * self.cfg.head_dim();
-        qkv.par_chunks_mut(ROW_CHUNK * qd).enumerate().for_each(|(c, rows)| {
-            for (i, row) in rows.chunks_exact_mut(qd).enumerate() {
-                self.rope.apply(&mut row[..qk], (c * ROW_CHUNK + i) % seq, inverse);
-            }
-        });
+        self.rope.rotate_rows(qkv, self.cfg.qkv_dim(), qk, seq, inverse);
     }
 
     /// Mean cross-entropy (nats) over positions whose target is not [`IGNORE`];
@@ -245,6 +264,7 @@ impl<T: Float> Model<T> {
         mask: &AttnMask,
         grad_scale: f64,
     ) -> Result<f64, EngineError> {
+        self.check_unpacked()?;
         self.enable_grads();
         self.check_targets(acts, targets)?;
         self.forward_logits(acts, input, mask)?;
@@ -318,12 +338,7 @@ impl<T: Float> Model<T> {
             linear_backward_weight(&mut g[lo.o..lo.o + d * hd_all], &a.dresid, o, n, hd_all, d);
             let lse = &a.lse[l * bsz * cfg.n_heads * t..(l + 1) * bsz * cfg.n_heads * t];
             attention_backward(&mut a.dqkv, &mut a.attn_scratch, &a.d_o, qkv, o, lse, shape, mask);
-            let rope = &self.rope;
-            a.dqkv.par_chunks_mut(ROW_CHUNK * qd).enumerate().for_each(|(c, rows)| {
-                for (i, row) in rows.chunks_exact_mut(qd).enumerate() {
-                    rope.apply(&mut row[..qk], (c * ROW_CHUNK + i) % t, true);
-                }
-            });
+            self.rope.rotate_rows(&mut a.dqkv, qd, qk, t, true);
             linear_backward_input(&mut a.dxn, &a.dqkv, &p[lo.qkv..lo.qkv + qd * d], n, d, qd, false);
             linear_backward_weight(&mut g[lo.qkv..lo.qkv + qd * d], &a.dqkv, xn1, n, d, qd);
             let inn = lo.input_norm;

@@ -8,6 +8,7 @@
 
 use crate::float::Float;
 use crate::params::{ParamKind, ParamLayout};
+use crate::simd::{multiversion, Kernels};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -95,23 +96,50 @@ impl AdamW {
         let step_size = (lr / bc1) as f32;
         let sqrt_bc2 = bc2.sqrt() as f32;
         const CHUNK: usize = 1 << 14;
+        let kernels = Kernels::active();
         for (range, decays) in &self.decay_runs {
             let wd = if *decays { (lr * c.weight_decay) as f32 } else { 0.0 };
             let r = range.clone();
+            let step = AdamStep {
+                b1,
+                b2,
+                eps,
+                step_size,
+                sqrt_bc2,
+                wd,
+            };
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
                 .zip(self.m[r.clone()].par_chunks_mut(CHUNK))
                 .zip(self.v[r].par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                        let denom = v[i].sqrt() / sqrt_bc2 + eps;
-                        p[i] -= step_size * m[i] / denom + wd * p[i];
-                    }
-                });
+                .for_each(|(((p, g), m), v)| adamw_chunk(kernels, p, g, m, v, step));
+        }
+    }
+}
+
+/// The scalars of one AdamW update.
+#[derive(Clone, Copy)]
+struct AdamStep {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    sqrt_bc2: f32,
+    wd: f32,
+}
+
+multiversion! {
+    fn adamw_chunk<T: Float>(isa: Isa, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep) {
+        let f = |x: f32| T::from_f32(x);
+        let (b1, b2, eps, step_size, sqrt_bc2, wd) = (f(s.b1), f(s.b2), f(s.eps), f(s.step_size), f(s.sqrt_bc2), f(s.wd));
+        let n = p.len().min(g.len()).min(m.len()).min(v.len());
+        for i in 0..n {
+            let gi = g[i];
+            m[i] = b1 * m[i] + (T::ONE - b1) * gi;
+            v[i] = b2 * v[i] + (T::ONE - b2) * gi * gi;
+            let denom = v[i].sqrt() / sqrt_bc2 + eps;
+            p[i] -= step_size * m[i] / denom + wd * p[i];
         }
     }
 }
@@ -246,6 +274,30 @@ mod tests {
         }
         assert!((p[q_idx] as f64 - theta_q).abs() < 1e-6, "{} vs {theta_q}", p[q_idx]);
         assert!((p[n_idx] as f64 - theta_n).abs() < 1e-6, "{} vs {theta_n}", p[n_idx]);
+    }
+
+    #[test]
+    fn every_kernel_path_gives_the_same_bits() {
+        let n = 1003;
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let step = AdamStep {
+            b1: 0.9,
+            b2: 0.95,
+            eps: 1e-8,
+            step_size: 1e-3,
+            sqrt_bc2: 0.3,
+            wd: 1e-4,
+        };
+        let run = |k| {
+            let (mut p, mut m, mut v) = (vec![0.5f32; n], vec![0.01f32; n], vec![0.02f32; n]);
+            adamw_chunk(k, &mut p, &g, &mut m, &mut v, step);
+            (p, m, v)
+        };
+        let kernels = crate::simd::tests::all_kernels();
+        let want = run(kernels[0]);
+        for &k in &kernels[1..] {
+            assert_eq!(run(k), want, "{:?}", k.path());
+        }
     }
 
     #[test]

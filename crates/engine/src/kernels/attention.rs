@@ -18,6 +18,7 @@
 use crate::float::Float;
 use crate::mask::AttnMask;
 use crate::matmul::{gemm_raw, Mat, Par, SyncPtr};
+use crate::simd::{multiversion, Kernels};
 use rayon::prelude::*;
 
 pub const BQ: usize = 64;
@@ -77,6 +78,7 @@ fn key_span(win: &[[u32; 2]], q0: usize, q1: usize) -> (usize, usize) {
 ///
 /// # Safety
 /// `qkv` must hold the whole batch at the shape's strides; `s` must hold BQ·BK.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn scores<T: Float>(
     sh: &AttnShape,
@@ -118,98 +120,114 @@ unsafe fn scores<T: Float>(
 
 /// Writes `o` (`[B·T, H·hd]`) and `lse` (`[B, H, T]`).
 pub fn attention_forward<T: Float>(o: &mut [T], lse: &mut [T], scratch: &mut [T], qkv: &[T], sh: AttnShape, mask: &AttnMask) {
-    let (t, hd) = (sh.seq, sh.head_dim);
+    let t = sh.seq;
     assert!(qkv.len() >= sh.batch * t * sh.ld_qkv() && o.len() >= sh.batch * t * sh.ld_o());
     assert!(lse.len() >= sh.batch * sh.n_heads * t && scratch.len() >= sh.scratch_len());
     let (o_ptr, lse_ptr, qkv_ptr) = (SyncPtr(o.as_mut_ptr()), SyncPtr(lse.as_mut_ptr()), SyncPtr(qkv.as_ptr() as *mut T));
-    let rep = sh.n_heads / sh.n_kv_heads;
     let per_task = sh.scratch_per_task();
+    let kernels = Kernels::active();
     scratch[..sh.scratch_len()]
         .par_chunks_mut(per_task)
         .enumerate()
-        .for_each(|(task, scr)| {
-            let (b, g) = (task / sh.n_kv_heads, task % sh.n_kv_heads);
-            let win = mask.windows(b);
-            let row0 = b * t;
-            let (s, rest) = scr.split_at_mut(BQ * BK);
-            let (_, rest) = rest.split_at_mut(BQ * BK);
-            let (acc, rest) = rest.split_at_mut(BQ * hd);
-            let (m, rest) = rest.split_at_mut(BQ);
-            let (l, _) = rest.split_at_mut(BQ);
-            for h in g * rep..(g + 1) * rep {
-                let (qc, _, vc) = head_cols(&sh, h);
-                for q0 in (0..t).step_by(BQ) {
-                    let nq = BQ.min(t - q0);
-                    m[..nq].fill(T::NEG_INFINITY);
-                    l[..nq].fill(T::ZERO);
-                    acc[..nq * hd].fill(T::ZERO);
-                    let (lo, hi) = key_span(win, q0, q0 + nq);
-                    let mut k0 = lo;
-                    while k0 < hi {
-                        let nk = BK.min(hi - k0);
-                        // SAFETY: the asserts above bound all rows/cols touched; this task
-                        // only writes its own scratch.
-                        unsafe { scores(&sh, qkv_ptr.get(), row0, h, q0, nq, k0, nk, win, s) };
-                        for i in 0..nq {
-                            let row = &mut s[i * BK..i * BK + nk];
-                            let m_new = m[i].max(super::xent::row_max(row));
-                            if m_new == T::NEG_INFINITY {
-                                row.fill(T::ZERO);
-                                continue;
-                            }
-                            let corr = if m[i] == T::NEG_INFINITY { T::ZERO } else { (m[i] - m_new).exp() };
-                            let sum = crate::float::exp_shifted_sum(row, m_new);
-                            l[i] = l[i] * corr + sum;
-                            m[i] = m_new;
-                            if corr != T::ONE {
-                                acc[i * hd..(i + 1) * hd].iter_mut().for_each(|a| *a *= corr);
-                            }
-                        }
-                        let ld = sh.ld_qkv();
-                        // SAFETY: V rows k0..k0+nk of this sequence exist; acc is task-local.
-                        unsafe {
-                            let v = Mat {
-                                ptr: qkv_ptr.get().add((row0 + k0) * ld + vc) as *const T,
-                                rs: ld as isize,
-                                cs: 1,
-                            };
-                            gemm_raw(
-                                nq,
-                                hd,
-                                nk,
-                                acc.as_mut_ptr(),
-                                hd,
-                                true,
-                                Mat {
-                                    ptr: s.as_ptr(),
-                                    rs: BK as isize,
-                                    cs: 1,
-                                },
-                                v,
-                                T::ONE,
-                                Par::Serial,
-                            );
-                        }
-                        k0 += nk;
-                    }
+        .for_each(|(task, scr)| forward_task(kernels, task, scr, sh, mask, qkv_ptr, o_ptr, lse_ptr));
+}
+
+multiversion! {
+    /// One (sequence, KV head) task of [`attention_forward`].
+    fn forward_task<T: Float>(
+        isa: Isa,
+        task: usize,
+        scr: &mut [T],
+        sh: AttnShape,
+        mask: &AttnMask,
+        qkv_ptr: SyncPtr<T>,
+        o_ptr: SyncPtr<T>,
+        lse_ptr: SyncPtr<T>,
+    ) {
+        let (t, hd) = (sh.seq, sh.head_dim);
+        let rep = sh.n_heads / sh.n_kv_heads;
+        let (b, g) = (task / sh.n_kv_heads, task % sh.n_kv_heads);
+        let win = mask.windows(b);
+        let row0 = b * t;
+        let (s, rest) = scr.split_at_mut(BQ * BK);
+        let (_, rest) = rest.split_at_mut(BQ * BK);
+        let (acc, rest) = rest.split_at_mut(BQ * hd);
+        let (m, rest) = rest.split_at_mut(BQ);
+        let (l, _) = rest.split_at_mut(BQ);
+        for h in g * rep..(g + 1) * rep {
+            let (qc, _, vc) = head_cols(&sh, h);
+            for q0 in (0..t).step_by(BQ) {
+                let nq = BQ.min(t - q0);
+                m[..nq].fill(T::NEG_INFINITY);
+                l[..nq].fill(T::ZERO);
+                acc[..nq * hd].fill(T::ZERO);
+                let (lo, hi) = key_span(win, q0, q0 + nq);
+                let mut k0 = lo;
+                while k0 < hi {
+                    let nk = BK.min(hi - k0);
+                    // SAFETY: the asserts above bound all rows/cols touched; this task
+                    // only writes its own scratch.
+                    unsafe { scores(&sh, qkv_ptr.get(), row0, h, q0, nq, k0, nk, win, s) };
                     for i in 0..nq {
-                        let (scale, lse_v) = if l[i] > T::ZERO {
-                            (T::ONE / l[i], m[i] + l[i].ln())
-                        } else {
-                            (T::ZERO, T::INFINITY)
-                        };
-                        // SAFETY: row (row0+q0+i), columns of head h are written only by this task.
-                        unsafe {
-                            let dst = std::slice::from_raw_parts_mut(o_ptr.get().add((row0 + q0 + i) * sh.ld_o() + qc), hd);
-                            for (d, &a) in dst.iter_mut().zip(&acc[i * hd..(i + 1) * hd]) {
-                                *d = a * scale;
-                            }
-                            *lse_ptr.get().add((b * sh.n_heads + h) * t + q0 + i) = lse_v;
+                        let row = &mut s[i * BK..i * BK + nk];
+                        let m_new = m[i].max(super::xent::row_max(row));
+                        if m_new == T::NEG_INFINITY {
+                            row.fill(T::ZERO);
+                            continue;
                         }
+                        let corr = if m[i] == T::NEG_INFINITY { T::ZERO } else { (m[i] - m_new).exp() };
+                        let sum = crate::float::exp_shifted_sum(row, m_new);
+                        l[i] = l[i] * corr + sum;
+                        m[i] = m_new;
+                        if corr != T::ONE {
+                            acc[i * hd..(i + 1) * hd].iter_mut().for_each(|a| *a *= corr);
+                        }
+                    }
+                    let ld = sh.ld_qkv();
+                    // SAFETY: V rows k0..k0+nk of this sequence exist; acc is task-local.
+                    unsafe {
+                        let v = Mat {
+                            ptr: qkv_ptr.get().add((row0 + k0) * ld + vc) as *const T,
+                            rs: ld as isize,
+                            cs: 1,
+                        };
+                        gemm_raw(
+                            nq,
+                            hd,
+                            nk,
+                            acc.as_mut_ptr(),
+                            hd,
+                            true,
+                            Mat {
+                                ptr: s.as_ptr(),
+                                rs: BK as isize,
+                                cs: 1,
+                            },
+                            v,
+                            T::ONE,
+                            Par::Serial,
+                        );
+                    }
+                    k0 += nk;
+                }
+                for i in 0..nq {
+                    let (scale, lse_v) = if l[i] > T::ZERO {
+                        (T::ONE / l[i], m[i] + l[i].ln())
+                    } else {
+                        (T::ZERO, T::INFINITY)
+                    };
+                    // SAFETY: row (row0+q0+i), columns of head h are written only by this task.
+                    unsafe {
+                        let dst = std::slice::from_raw_parts_mut(o_ptr.get().add((row0 + q0 + i) * sh.ld_o() + qc), hd);
+                        for (d, &a) in dst.iter_mut().zip(&acc[i * hd..(i + 1) * hd]) {
+                            *d = a * scale;
+                        }
+                        *lse_ptr.get().add((b * sh.n_heads + h) * t + q0 + i) = lse_v;
                     }
                 }
             }
-        });
+        }
+    }
 }
 
 /// Writes the q, k and v gradients into `dqkv` (same layout as `qkv`; it is
@@ -225,7 +243,7 @@ pub fn attention_backward<T: Float>(
     sh: AttnShape,
     mask: &AttnMask,
 ) {
-    let (t, hd, ld, ld_o) = (sh.seq, sh.head_dim, sh.ld_qkv(), sh.ld_o());
+    let (t, ld, ld_o) = (sh.seq, sh.ld_qkv(), sh.ld_o());
     assert!(qkv.len() >= sh.batch * t * ld && dqkv.len() >= sh.batch * t * ld);
     assert!(o.len() >= sh.batch * t * ld_o && d_o.len() >= sh.batch * t * ld_o);
     assert!(lse.len() >= sh.batch * sh.n_heads * t && scratch.len() >= sh.scratch_len());
@@ -233,117 +251,136 @@ pub fn attention_backward<T: Float>(
     let dqkv_ptr = SyncPtr(dqkv.as_mut_ptr());
     let qkv_ptr = SyncPtr(qkv.as_ptr() as *mut T);
     let do_ptr = SyncPtr(d_o.as_ptr() as *mut T);
-    let rep = sh.n_heads / sh.n_kv_heads;
-    let scale: T = sh.scale();
     let per_task = sh.scratch_per_task();
+    let kernels = Kernels::active();
     scratch[..sh.scratch_len()]
         .par_chunks_mut(per_task)
         .enumerate()
-        .for_each(|(task, scr)| {
-            let (b, g) = (task / sh.n_kv_heads, task % sh.n_kv_heads);
-            let win = mask.windows(b);
-            let row0 = b * t;
-            let (p, rest) = scr.split_at_mut(BQ * BK);
-            let (dp, rest) = rest.split_at_mut(BQ * BK);
-            let (_, rest) = rest.split_at_mut(BQ * hd);
-            let (dsum, _) = rest.split_at_mut(BQ);
-            for h in g * rep..(g + 1) * rep {
-                let (qc, kc, vc) = head_cols(&sh, h);
-                for q0 in (0..t).step_by(BQ) {
-                    let nq = BQ.min(t - q0);
-                    for i in 0..nq {
-                        let r = row0 + q0 + i;
-                        dsum[i] = crate::matmul::dot(&d_o[r * ld_o + qc..r * ld_o + qc + hd], &o[r * ld_o + qc..r * ld_o + qc + hd]);
-                    }
-                    let lse_row = &lse[(b * sh.n_heads + h) * t + q0..(b * sh.n_heads + h) * t + q0 + nq];
-                    let (lo, hi) = key_span(win, q0, q0 + nq);
-                    let mut k0 = lo;
-                    while k0 < hi {
-                        let nk = BK.min(hi - k0);
-                        // SAFETY: all views stay within this sequence's rows and this task's
-                        // heads; the task owns the dq/dk/dv columns of its K/V group.
-                        unsafe {
-                            scores(&sh, qkv_ptr.get(), row0, h, q0, nq, k0, nk, win, p);
-                            for i in 0..nq {
-                                let m = lse_row[i];
-                                for v in &mut p[i * BK..i * BK + nk] {
-                                    *v = (*v - m).exp();
-                                }
+        .for_each(|(task, scr)| backward_task(kernels, task, scr, sh, mask, d_o, o, lse, qkv_ptr, do_ptr, dqkv_ptr));
+}
+
+multiversion! {
+    /// One (sequence, KV head) task of [`attention_backward`].
+    fn backward_task<T: Float>(
+        isa: Isa,
+        task: usize,
+        scr: &mut [T],
+        sh: AttnShape,
+        mask: &AttnMask,
+        d_o: &[T],
+        o: &[T],
+        lse: &[T],
+        qkv_ptr: SyncPtr<T>,
+        do_ptr: SyncPtr<T>,
+        dqkv_ptr: SyncPtr<T>,
+    ) {
+        let (t, hd, ld, ld_o) = (sh.seq, sh.head_dim, sh.ld_qkv(), sh.ld_o());
+        let rep = sh.n_heads / sh.n_kv_heads;
+        let scale: T = sh.scale();
+        let (b, g) = (task / sh.n_kv_heads, task % sh.n_kv_heads);
+        let win = mask.windows(b);
+        let row0 = b * t;
+        let (p, rest) = scr.split_at_mut(BQ * BK);
+        let (dp, rest) = rest.split_at_mut(BQ * BK);
+        let (_, rest) = rest.split_at_mut(BQ * hd);
+        let (dsum, _) = rest.split_at_mut(BQ);
+        for h in g * rep..(g + 1) * rep {
+            let (qc, kc, vc) = head_cols(&sh, h);
+            for q0 in (0..t).step_by(BQ) {
+                let nq = BQ.min(t - q0);
+                for i in 0..nq {
+                    let r = row0 + q0 + i;
+                    dsum[i] = crate::matmul::dot_in(isa, &d_o[r * ld_o + qc..r * ld_o + qc + hd], &o[r * ld_o + qc..r * ld_o + qc + hd]);
+                }
+                let lse_row = &lse[(b * sh.n_heads + h) * t + q0..(b * sh.n_heads + h) * t + q0 + nq];
+                let (lo, hi) = key_span(win, q0, q0 + nq);
+                let mut k0 = lo;
+                while k0 < hi {
+                    let nk = BK.min(hi - k0);
+                    // SAFETY: all views stay within this sequence's rows and this task's
+                    // heads; the task owns the dq/dk/dv columns of its K/V group.
+                    unsafe {
+                        scores(&sh, qkv_ptr.get(), row0, h, q0, nq, k0, nk, win, p);
+                        for i in 0..nq {
+                            let m = lse_row[i];
+                            for v in &mut p[i * BK..i * BK + nk] {
+                                *v = (*v - m).exp();
                             }
-                            let p_t = Mat {
-                                ptr: p.as_ptr(),
-                                rs: 1,
-                                cs: BK as isize,
-                            };
-                            let do_rows = Mat {
-                                ptr: do_ptr.get().add((row0 + q0) * ld_o + qc) as *const T,
-                                rs: ld_o as isize,
-                                cs: 1,
-                            };
-                            let dv = dqkv_ptr.get().add((row0 + k0) * ld + vc);
-                            gemm_raw(nk, hd, nq, dv, ld, true, p_t, do_rows, T::ONE, Par::Serial);
-                            let v_t = Mat {
-                                ptr: qkv_ptr.get().add((row0 + k0) * ld + vc) as *const T,
-                                rs: 1,
-                                cs: ld as isize,
-                            };
-                            gemm_raw(nq, nk, hd, dp.as_mut_ptr(), BK, false, do_rows, v_t, T::ONE, Par::Serial);
-                            for i in 0..nq {
-                                for j in 0..nk {
-                                    let idx = i * BK + j;
-                                    dp[idx] = p[idx] * (dp[idx] - dsum[i]);
-                                }
-                            }
-                            let ds = Mat {
-                                ptr: dp.as_ptr(),
-                                rs: BK as isize,
-                                cs: 1,
-                            };
-                            let ds_t = Mat {
-                                ptr: dp.as_ptr(),
-                                rs: 1,
-                                cs: BK as isize,
-                            };
-                            let k_rows = Mat {
-                                ptr: qkv_ptr.get().add((row0 + k0) * ld + kc) as *const T,
-                                rs: ld as isize,
-                                cs: 1,
-                            };
-                            let q_rows = Mat {
-                                ptr: qkv_ptr.get().add((row0 + q0) * ld + qc) as *const T,
-                                rs: ld as isize,
-                                cs: 1,
-                            };
-                            gemm_raw(
-                                nq,
-                                hd,
-                                nk,
-                                dqkv_ptr.get().add((row0 + q0) * ld + qc),
-                                ld,
-                                true,
-                                ds,
-                                k_rows,
-                                scale,
-                                Par::Serial,
-                            );
-                            gemm_raw(
-                                nk,
-                                hd,
-                                nq,
-                                dqkv_ptr.get().add((row0 + k0) * ld + kc),
-                                ld,
-                                true,
-                                ds_t,
-                                q_rows,
-                                scale,
-                                Par::Serial,
-                            );
                         }
-                        k0 += nk;
+                        let p_t = Mat {
+                            ptr: p.as_ptr(),
+                            rs: 1,
+                            cs: BK as isize,
+                        };
+                        let do_rows = Mat {
+                            ptr: do_ptr.get().add((row0 + q0) * ld_o + qc) as *const T,
+                            rs: ld_o as isize,
+                            cs: 1,
+                        };
+                        let dv = dqkv_ptr.get().add((row0 + k0) * ld + vc);
+                        gemm_raw(nk, hd, nq, dv, ld, true, p_t, do_rows, T::ONE, Par::Serial);
+                        let v_t = Mat {
+                            ptr: qkv_ptr.get().add((row0 + k0) * ld + vc) as *const T,
+                            rs: 1,
+                            cs: ld as isize,
+                        };
+                        gemm_raw(nq, nk, hd, dp.as_mut_ptr(), BK, false, do_rows, v_t, T::ONE, Par::Serial);
+                        for i in 0..nq {
+                            for j in 0..nk {
+                                let idx = i * BK + j;
+                                dp[idx] = p[idx] * (dp[idx] - dsum[i]);
+                            }
+                        }
+                        let ds = Mat {
+                            ptr: dp.as_ptr(),
+                            rs: BK as isize,
+                            cs: 1,
+                        };
+                        let ds_t = Mat {
+                            ptr: dp.as_ptr(),
+                            rs: 1,
+                            cs: BK as isize,
+                        };
+                        let k_rows = Mat {
+                            ptr: qkv_ptr.get().add((row0 + k0) * ld + kc) as *const T,
+                            rs: ld as isize,
+                            cs: 1,
+                        };
+                        let q_rows = Mat {
+                            ptr: qkv_ptr.get().add((row0 + q0) * ld + qc) as *const T,
+                            rs: ld as isize,
+                            cs: 1,
+                        };
+                        gemm_raw(
+                            nq,
+                            hd,
+                            nk,
+                            dqkv_ptr.get().add((row0 + q0) * ld + qc),
+                            ld,
+                            true,
+                            ds,
+                            k_rows,
+                            scale,
+                            Par::Serial,
+                        );
+                        gemm_raw(
+                            nk,
+                            hd,
+                            nq,
+                            dqkv_ptr.get().add((row0 + k0) * ld + kc),
+                            ld,
+                            true,
+                            ds_t,
+                            q_rows,
+                            scale,
+                            Par::Serial,
+                        );
                     }
+                    k0 += nk;
                 }
             }
-        });
+        }
+    }
 }
 
 #[cfg(test)]

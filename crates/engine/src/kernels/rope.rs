@@ -2,7 +2,10 @@
 //! within a head, element `i` pairs with `i + hd/2` and the pair is rotated by
 //! `pos · θ^(−2i/hd)`. Backward is the rotation by the opposite angle.
 
+use super::ROW_CHUNK;
 use crate::float::Float;
+use crate::simd::{multiversion, Kernels};
+use rayon::prelude::*;
 
 /// cos/sin of every (position, frequency) pair, `[max_pos, hd/2]` each.
 #[derive(Clone, Debug)]
@@ -32,9 +35,18 @@ impl<T: Float> RopeTable<T> {
         self.cos.len() / self.half.max(1)
     }
 
+    /// Rotates the q and k heads (the first `qk` values) of every `ld`-long
+    /// row of `rows`, row `r` being at position `r mod seq`, in parallel.
+    pub fn rotate_rows(&self, rows: &mut [T], ld: usize, qk: usize, seq: usize, inverse: bool) {
+        let kernels = Kernels::active();
+        rows.par_chunks_mut(ROW_CHUNK * ld)
+            .enumerate()
+            .for_each(|(c, chunk)| rotate_chunk(kernels, self, chunk, c * ROW_CHUNK, ld, qk, seq, inverse));
+    }
+
     /// Rotate `n_heads` consecutive heads of one token at position `pos`
     /// (`x` is `n_heads · hd` long). `inverse` rotates backwards (the gradient).
-    #[inline]
+    #[inline(always)]
     pub fn apply(&self, x: &mut [T], pos: usize, inverse: bool) {
         let half = self.half;
         let c = &self.cos[pos * half..(pos + 1) * half];
@@ -51,10 +63,46 @@ impl<T: Float> RopeTable<T> {
     }
 }
 
+multiversion! {
+    fn rotate_chunk<T: Float>(
+        isa: Isa,
+        table: &RopeTable<T>,
+        rows: &mut [T],
+        first: usize,
+        ld: usize,
+        qk: usize,
+        seq: usize,
+        inverse: bool,
+    ) {
+        for (i, row) in rows.chunks_exact_mut(ld).enumerate() {
+            table.apply(&mut row[..qk], (first + i) % seq, inverse);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::testutil::*;
+
+    #[test]
+    fn every_kernel_path_gives_the_same_bits() {
+        let t = RopeTable::<f32>::new(64, 40, 10_000.0);
+        let (ld, qk, rows) = (64 * 5, 64 * 3, 7);
+        let x: Vec<f32> = randn(rows * ld, 8).iter().map(|&v| v as f32).collect();
+        let run = |k, inverse| {
+            let mut y = x.clone();
+            rotate_chunk(k, &t, &mut y, 30, ld, qk, 40, inverse);
+            y
+        };
+        let kernels = crate::simd::tests::all_kernels();
+        for inverse in [false, true] {
+            let want = run(kernels[0], inverse);
+            for &k in &kernels[1..] {
+                assert_eq!(run(k, inverse), want, "{:?}", k.path());
+            }
+        }
+    }
 
     #[test]
     fn gradient_is_the_inverse_rotation() {
