@@ -27,7 +27,6 @@
 pub mod code_task;
 mod loader;
 mod prepare;
-pub mod rng;
 pub mod roff;
 mod shard;
 mod source;

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
+use ferrogpt_rng::hash_str;
 use ferrogpt_tokenizer::{Special, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::hash_str;
 use crate::shard::{encode_shard, Dtype, Manifest, ShardInfo, SourceStats, Split, Totals, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::source::{Source, Task, TaskStream};
 use crate::DataError;

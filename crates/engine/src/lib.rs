@@ -5,7 +5,7 @@
 //! ([`kernels`]), the training forward/backward over preallocated activations
 //! ([`Model`], [`Activations`]), the multi-sequence KV-cache inference path
 //! ([`KvCache`]), AdamW with clipping and LR schedules ([`optim`]), safetensors
-//! I/O by tensor name ([`io`]), and a deterministic RNG ([`rng`]).
+//! I/O by tensor name ([`io`]). Its random numbers come from `ferrogpt-rng`.
 //!
 //! Must not touch: tokenizers, data files, checkpoints' non-weight state,
 //! sampling policy or anything about HTTP — those belong to the crates above it.
@@ -25,7 +25,6 @@ pub mod matmul;
 pub mod model;
 pub mod optim;
 pub mod params;
-pub mod rng;
 
 pub use config::ModelConfig;
 pub use float::Float;

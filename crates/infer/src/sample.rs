@@ -2,7 +2,7 @@
 //! presence/frequency penalties, temperature, top-k, top-p, a seed, an
 //! optional constraint (JSON mode), and log-probabilities of what was chosen.
 
-use ferrogpt_engine::rng::Rng;
+use ferrogpt_rng::Xoshiro256StarStar as Rng;
 use serde::Serialize;
 use std::collections::HashMap;
 

@@ -16,8 +16,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ferrogpt_engine::params::ParamLayout;
-use ferrogpt_engine::rng::Rng;
 use ferrogpt_engine::{io, ModelConfig};
+use ferrogpt_rng::Xoshiro256StarStar;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -45,14 +45,14 @@ pub struct TrainState {
     pub optimizer_step: u64,
     /// The data loader's cursor, as the loader serialises it.
     pub loader: serde_json::Value,
-    pub rng: Rng,
+    pub rng: Xoshiro256StarStar,
     /// Wall-clock seconds spent training before this checkpoint (for reports).
     pub elapsed_secs: f64,
     pub config: TrainConfig,
 }
 
 impl TrainState {
-    pub fn new(config: TrainConfig, loader: serde_json::Value, rng: Rng) -> Self {
+    pub fn new(config: TrainConfig, loader: serde_json::Value, rng: Xoshiro256StarStar) -> Self {
         TrainState {
             format: STATE_FORMAT,
             step: 0,
@@ -329,7 +329,7 @@ steps = 10
 lr = 1e-3
 "#;
         let cfg = TrainConfig::from_toml(text).unwrap();
-        TrainState::new(cfg, serde_json::json!({"cursor": 42}), Rng::new(3))
+        TrainState::new(cfg, serde_json::json!({"cursor": 42}), Xoshiro256StarStar::new(3))
     }
 
     fn tiny_buffers(state: &TrainState) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -394,6 +394,21 @@ lr = 1e-3
         std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
         let e = Checkpoint::load(&dir).err().unwrap().to_string();
         assert!(e.contains(STATE_FILE) && e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn a_state_saved_before_the_rng_moved_still_loads() {
+        let mut json = serde_json::to_value(tiny_state()).unwrap();
+        // `rng` as ferrogpt-engine's `rng::Rng` wrote it into `state.json`: Rng::new(42) after
+        // four draws.
+        json["rng"] =
+            serde_json::json!({"s": [7903954225905035531u64, 9357853297271469720u64, 2724644940759801119u64, 10543582298886573110u64]});
+        let state: TrainState = serde_json::from_value(json).unwrap();
+        let mut expected = Xoshiro256StarStar::new(42);
+        for _ in 0..4 {
+            expected.next_u64();
+        }
+        assert_eq!(state.rng, expected);
     }
 
     #[test]

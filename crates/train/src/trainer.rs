@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ferrogpt_data::{Batch, BatchLoader, LoaderState, Split, TokenShards};
-use ferrogpt_engine::rng::Rng;
 use ferrogpt_engine::{optim, Activations, AdamW, AttnMask, Input, Model, IGNORE};
+use ferrogpt_rng::Xoshiro256StarStar;
 use ferrogpt_tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -194,7 +194,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
 
     // The run's own RNG: it seeds the data order, and its state rides in every
     // checkpoint so stochastic additions to the loop stay resumable.
-    let mut rng = Rng::new(t.seed);
+    let mut rng = Xoshiro256StarStar::new(t.seed);
     let loader_seed = rng.next_u64();
     let mut loader = BatchLoader::new(train_shards, t.batch_size, t.seq_len, loader_seed)?;
     let mut model: Model<f32>;
