@@ -46,6 +46,8 @@ pub enum TrainError {
     Data(#[from] ferrogpt_data::DataError),
     #[error(transparent)]
     Infer(#[from] ferrogpt_infer::InferError),
+    #[error(transparent)]
+    ModelFolder(#[from] ferrogpt_infer::model_folder::ModelFolderError),
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
     #[error("plot {path}: {why}")]

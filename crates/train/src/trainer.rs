@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use ferrogpt_data::{Batch, BatchLoader, LoaderState, Split, TokenShards};
 use ferrogpt_engine::{optim, Activations, AdamW, AttnMask, Input, Model, IGNORE};
+use ferrogpt_infer::model_folder;
 use ferrogpt_rng::Xoshiro256StarStar;
 use ferrogpt_tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -322,7 +323,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
         None => evaluate(&model, &mut acts, &val_shards, &tokenizer, cfg.eval.tokens)?,
     };
     let model_dir = out.join(MODEL_DIR);
-    checkpoint::save_model_folder(&model_dir, &cfg.model, &model.params, &tokenizer_json)?;
+    model_folder::write(&model_dir, &cfg.model, &model.params, &tokenizer_json)?;
     let records = metrics::read_records(&metrics_path)?;
     if last_loss.is_nan() {
         last_loss = records.iter().rev().find_map(|r| r.loss).unwrap_or(f64::NAN);

@@ -106,7 +106,7 @@ fn same_seed_gives_the_same_loss_curve_and_loss_falls() {
     for f in ["model.safetensors", "config.json", "tokenizer.json", "checksums.json"] {
         assert!(sa.model_dir.join(f).is_file(), "{f}");
     }
-    checkpoint::verify_checksums(&sa.model_dir).unwrap();
+    ferrogpt_infer::model_folder::verify_checksums(&sa.model_dir).unwrap();
     assert!(std::fs::read_to_string(&sa.loss_curve).unwrap().starts_with("<svg"));
 }
 
