@@ -4,10 +4,10 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use ferrogpt_evals::completion::{Completion, CompletionFn, HttpConfig, Loglikelihood};
+use ferrogpt_evals::data::DataAccess;
 use ferrogpt_evals::log::RunLog;
 use ferrogpt_evals::registry::Registry;
 use ferrogpt_evals::runner::{self, Resolver, RunOptions};
@@ -50,6 +50,10 @@ pub struct RunFlags {
     /// Request cache folder (default $FERROGPT_CACHE/evals-requests or ~/.cache/ferrogpt/evals-requests)
     #[arg(long = "cache-dir")]
     cache_dir: Option<PathBuf>,
+    /// Let registry entries read data files outside their registry's data/ folder (absolute
+    /// paths, `..`), as upstream does; only for registries you trust
+    #[arg(long = "allow-data-outside-registry")]
+    allow_data_outside_registry: bool,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
@@ -143,15 +147,15 @@ fn cache_root() -> PathBuf {
     home.join(".cache").join("ferrogpt")
 }
 
-fn http_config(flags: &RunFlags) -> HttpConfig {
+fn http_config(flags: &RunFlags) -> anyhow::Result<HttpConfig> {
     let mut http = HttpConfig::from_env();
     if let Some(b) = &flags.api_base {
         http.base_url = b.clone();
     }
-    http.timeout = Duration::from_secs_f64(flags.timeout.max(0.001));
+    http.set_timeout_secs(flags.timeout).context("--timeout")?;
     http.max_retries = flags.max_retries;
     http.cache_dir = (!flags.no_cache).then(|| flags.cache_dir.clone().unwrap_or_else(|| cache_root().join("evals-requests")));
-    http
+    Ok(http)
 }
 
 fn load_registry(extra: &[PathBuf]) -> anyhow::Result<Registry> {
@@ -250,7 +254,7 @@ type ResolvedFns = (Vec<String>, Vec<Arc<dyn CompletionFn>>);
 fn resolve_fns(registry: &Registry, flags: &RunFlags, names: &str) -> anyhow::Result<ResolvedFns> {
     let resolver = Resolver {
         registry,
-        http: http_config(flags),
+        http: http_config(flags)?,
         local: Some(&load_local),
     };
     let names: Vec<String> = names.split(',').map(str::to_string).collect();
@@ -271,6 +275,11 @@ fn options(flags: &RunFlags, names: Vec<String>, record_path: Option<PathBuf>) -
         created_by: flags.user.clone(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         builtin_root: runner::builtin_registry(),
+        data_access: if flags.allow_data_outside_registry {
+            DataAccess::Anywhere
+        } else {
+            DataAccess::RegistryOnly
+        },
         show_progress: !flags.quiet,
         extra_eval_params: parse_extra(&flags.extra_eval_params)?,
     })
