@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
 use ferrogpt_train::checkpoint::list_checkpoints;
 use ferrogpt_train::metrics::read_records;
-use ferrogpt_train::speedrun::{build_corpus, Corpus, CorpusSpec};
 
 const STEPS: u64 = 300;
 
@@ -75,7 +75,7 @@ fn kill_9_then_resume_matches_an_uninterrupted_run_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = CorpusSpec {
         man_pages: false,
-        synthetic: vec![("arithmetic".into(), 1500), ("counting".into(), 500)],
+        synthetic: vec![SyntheticSource::new("arithmetic", 1500), SyntheticSource::new("counting", 500)],
         vocab_size: 300,
         tokenizer_bytes: 1 << 20,
         max_bytes: 1 << 20,

@@ -13,7 +13,8 @@
 //! out. The `code` training generator ([`crate::synthetic`]) never emits a held-out function,
 //! so evaluation measures synthesis of functions the model has never seen.
 
-use crate::rng::{hash_str, mix, Rng};
+use ferrogpt_rng::{hash_str, mix, SplitMix64};
+
 use crate::synthetic::Sample;
 
 /// Inputs a task draws its shown examples from.
@@ -72,7 +73,7 @@ impl CodeTask {
 /// The `index`-th task under `seed`, independent of every other index. Held-out and training
 /// tasks are both produced; see [`is_heldout`].
 pub fn code_task_at(seed: u64, index: u64) -> CodeTask {
-    let mut rng = Rng::derived(hash_str(seed, "code_task"), index);
+    let mut rng = SplitMix64::derived(hash_str(seed, "code_task"), index);
     let mut task = random_task(&mut rng);
     task.id = format!("code/{seed}/{index}");
     task
@@ -173,7 +174,7 @@ fn fill_heldout(seed: u64, count: usize, prompts: &mut std::collections::HashSet
 }
 
 /// A random non-held-out task, for training text.
-pub fn training_task(rng: &mut Rng) -> CodeTask {
+pub fn training_task(rng: &mut SplitMix64) -> CodeTask {
     loop {
         let task = random_task(rng);
         if !is_heldout(&task) {
@@ -494,7 +495,7 @@ const FAMILIES: &[&str] = &[
     "compose",
 ];
 
-fn random_task(rng: &mut Rng) -> CodeTask {
+fn random_task(rng: &mut SplitMix64) -> CodeTask {
     let mut inputs: Vec<i64> = EXAMPLE_INPUTS.collect();
     rng.shuffle(&mut inputs);
     let mut shown = inputs[..SHOWN_EXAMPLES].to_vec();

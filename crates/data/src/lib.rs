@@ -1,7 +1,9 @@
 //! Corpus pipeline for ferrogpt: sources -> documents -> token shards -> training batches.
 //!
 //! This crate owns corpus sources (local files and folders, manual pages through a roff
-//! stripper, seeded synthetic generators), `prepare` (streaming tokenization into checksummed
+//! stripper, seeded synthetic generators), whole corpora from one [`CorpusSpec`] (the
+//! speedrun's and every scaling ladder's `[data]`: a tokenizer trained on a sample, then the
+//! shards, by [`build_corpus`]), `prepare` (streaming tokenization into checksummed
 //! binary shards with a manifest, document-level train/val split, deterministic shuffle) and
 //! loading (verified shards, a resumable shuffled [`BatchLoader`], sequential evaluation
 //! batches). It uses [`ferrogpt_tokenizer`] for text <-> ids and must not touch models,
@@ -25,9 +27,9 @@
 //! ```
 
 pub mod code_task;
+mod corpus;
 mod loader;
 mod prepare;
-pub mod rng;
 pub mod roff;
 mod shard;
 mod source;
@@ -35,6 +37,7 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
+pub use corpus::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
 pub use loader::{unigram_bits_per_byte, Batch, BatchLoader, LoaderState, SequentialBatches, TokenShards};
 pub use prepare::{prepare, sample_texts, split_of, PrepareConfig, PrepareFile};
 pub use shard::{
@@ -83,6 +86,6 @@ pub enum DataError {
     TokenizerMismatch { dir: PathBuf, expected: String, actual: String },
     #[error("cannot restore the data loader: {reason}")]
     LoaderState { reason: String },
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
+    #[error(transparent)]
+    Tokenizer(#[from] ferrogpt_tokenizer::TokenizerError),
 }

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use ferrogpt_rng::SplitMix64;
 use ferrogpt_tokenizer::Tokenizer;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::rng::Rng;
 use crate::shard::{decode_shard, Manifest, Split};
 use crate::DataError;
 
@@ -263,7 +263,7 @@ impl BatchLoader {
 
     fn permutation(&self, epoch: u64) -> Vec<u32> {
         let mut perm: Vec<u32> = (0..self.shards.windows(self.seq_len) as u32).collect();
-        Rng::derived(self.seed, epoch).shuffle(&mut perm);
+        SplitMix64::derived(self.seed, epoch).shuffle(&mut perm);
         perm
     }
 

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
+use ferrogpt_progress::{Counter, Progress};
+use ferrogpt_rng::hash_str;
 use ferrogpt_tokenizer::{Special, Tokenizer};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::hash_str;
 use crate::shard::{encode_shard, Dtype, Manifest, ShardInfo, SourceStats, Split, Totals, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::source::{Source, Task, TaskStream};
 use crate::DataError;
@@ -247,25 +247,13 @@ fn load_batch(batch: &[(usize, Task)], tokenizer: Option<&Tokenizer>) -> Result<
         .collect()
 }
 
-fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    let template = format!("{what} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} docs, ETA {{eta}} {{msg}}");
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        pb.set_style(style);
-    }
-    pb
-}
-
 /// Drives the task stream in parallel batches until it ends or `max_bytes` of text was taken;
 /// `sink` receives documents in stream order. Returns whether the stream ran to its end.
 fn drive(
     stream: &mut TaskStream,
     tokenizer: Option<&Tokenizer>,
     max_bytes: Option<u64>,
-    pb: &ProgressBar,
+    pb: &Progress,
     mut sink: impl FnMut(Doc, String) -> Result<(), DataError>,
 ) -> Result<bool, DataError> {
     let mut taken = 0u64;
@@ -302,7 +290,7 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
     remove_old_outputs(out_dir)?;
 
     let mut stream = TaskStream::new(&config.sources, config.seed, config.shuffle_buffer)?;
-    let pb = progress_bar(progress, stream.total_tasks(), "prepare");
+    let pb = Progress::bar(progress, "prepare", stream.total_tasks(), Counter::Count("docs"));
     let ctx = WriteCtx {
         dir: out_dir,
         dtype: Dtype::for_vocab(tokenizer.vocab_size()),
@@ -376,9 +364,7 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         shards,
         totals,
     };
-    tokenizer
-        .save(&out_dir.join("tokenizer.json"))
-        .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+    tokenizer.save(&out_dir.join("tokenizer.json"))?;
     // Written last and atomically: a folder with a manifest is always complete.
     let json = serde_json::to_string_pretty(&manifest).map_err(|e| DataError::Manifest {
         path: out_dir.join(MANIFEST_FILE),
@@ -409,7 +395,7 @@ fn remove_old_outputs(dir: &Path) -> Result<(), DataError> {
 /// to about `max_bytes` of text: the sample a tokenizer is trained on.
 pub fn sample_texts(sources: &[Source], seed: u64, max_bytes: u64, progress: bool) -> Result<Vec<String>, DataError> {
     let mut stream = TaskStream::new(sources, seed, default_shuffle_buffer())?;
-    let pb = progress_bar(progress, stream.total_tasks(), "read text");
+    let pb = Progress::bar(progress, "read text", stream.total_tasks(), Counter::Count("docs"));
     let mut texts = Vec::new();
     drive(&mut stream, None, Some(max_bytes), &pb, |_, text| {
         texts.push(text);

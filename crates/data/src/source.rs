@@ -13,9 +13,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use ferrogpt_rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::Rng;
 use crate::synthetic::{self, Generator};
 use crate::DataError;
 
@@ -76,7 +76,7 @@ impl Source {
                     return Err(DataError::UnsupportedFile { path: path.clone() });
                 }
                 files.sort();
-                Rng::derived(seed, index as u64 + 1).shuffle(&mut files);
+                SplitMix64::derived(seed, index as u64 + 1).shuffle(&mut files);
                 let mut remaining = 0u64;
                 for f in &files {
                     remaining += match file_kind(f) {
@@ -99,7 +99,7 @@ impl Source {
                 let mut pages = Vec::new();
                 collect_man_pages(root, root, *all_locales, &mut pages)?;
                 pages.sort();
-                Rng::derived(seed, index as u64 + 1).shuffle(&mut pages);
+                SplitMix64::derived(seed, index as u64 + 1).shuffle(&mut pages);
                 let n = pages.len() as u64;
                 let kind = StreamKind::Man {
                     root: root.clone(),
@@ -430,7 +430,7 @@ impl SourceStream {
 /// All sources interleaved uniformly at random, then locally shuffled.
 pub(crate) struct TaskStream {
     streams: Vec<SourceStream>,
-    rng: Rng,
+    rng: SplitMix64,
     buffer: Vec<(usize, Task)>,
     capacity: usize,
     draining: bool,
@@ -448,7 +448,7 @@ impl TaskStream {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TaskStream {
             streams,
-            rng: Rng::derived(seed, 0x7A5C),
+            rng: SplitMix64::derived(seed, 0x7A5C),
             buffer: Vec::with_capacity(shuffle_buffer.min(1 << 16)),
             capacity: shuffle_buffer.max(1),
             draining: false,

@@ -1,7 +1,7 @@
 //! Synthetic task generators: deterministic by (seed, index), each sample a question with its
 //! exact answer. New generators (coding tasks, logic puzzles, ...) are added to [`GENERATORS`].
 
-use crate::rng::{hash_str, Rng};
+use ferrogpt_rng::{hash_str, SplitMix64};
 
 /// One generated problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub trait Generator: Sync {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
     /// Draws one sample; all randomness must come from `rng`.
-    fn sample(&self, rng: &mut Rng) -> Sample;
+    fn sample(&self, rng: &mut SplitMix64) -> Sample;
 }
 
 /// Every registered generator.
@@ -49,7 +49,7 @@ pub fn generator_names() -> Vec<&'static str> {
 /// The `index`-th sample of `generator` under `seed`; independent of any other index, so
 /// samples can be produced in parallel and in any order.
 pub fn sample_at(generator: &dyn Generator, seed: u64, index: u64) -> Sample {
-    let mut rng = Rng::derived(hash_str(seed, generator.name()), index);
+    let mut rng = SplitMix64::derived(hash_str(seed, generator.name()), index);
     generator.sample(&mut rng)
 }
 
@@ -65,10 +65,10 @@ impl Generator for Arithmetic {
         "addition, subtraction and multiplication of 1-4 digit numbers"
     }
 
-    fn sample(&self, rng: &mut Rng) -> Sample {
+    fn sample(&self, rng: &mut SplitMix64) -> Sample {
         // Operand sizes vary so the model sees easy and hard cases; multiplication is kept
         // smaller because its answers grow fastest.
-        let digits = |rng: &mut Rng, max_digits: u32| {
+        let digits = |rng: &mut SplitMix64, max_digits: u32| {
             let d = rng.range(1, max_digits as i64) as u32;
             rng.range(if d == 1 { 0 } else { 10i64.pow(d - 1) }, 10i64.pow(d) - 1)
         };
@@ -163,7 +163,7 @@ impl Generator for Counting {
         "letter counts, item tallies, arithmetic sequences and counting ranges"
     }
 
-    fn sample(&self, rng: &mut Rng) -> Sample {
+    fn sample(&self, rng: &mut SplitMix64) -> Sample {
         match rng.below(4) {
             0 => {
                 let word = *rng.choose(WORDS);
@@ -226,7 +226,7 @@ impl Generator for Code {
         "write a one-line function body from input/output examples (held-out functions excluded)"
     }
 
-    fn sample(&self, rng: &mut Rng) -> Sample {
+    fn sample(&self, rng: &mut SplitMix64) -> Sample {
         crate::code_task::training_task(rng).sample()
     }
 }
@@ -247,7 +247,7 @@ impl Generator for Bets {
         "was taking a bet the right decision? answered by expected value, whatever the outcome"
     }
 
-    fn sample(&self, rng: &mut Rng) -> Sample {
+    fn sample(&self, rng: &mut SplitMix64) -> Sample {
         let good = rng.below(2) == 0;
         let won = rng.below(2) == 0;
         Bet::random(rng, good, won).sample()
@@ -271,7 +271,7 @@ impl Bet {
     /// A bet whose expected value is positive when `good` (negative otherwise), by a factor of
     /// at least two between the expected gain and the expected loss so the sign is never a
     /// close call, with the given outcome.
-    pub fn random(rng: &mut Rng, good: bool, won: bool) -> Bet {
+    pub fn random(rng: &mut SplitMix64, good: bool, won: bool) -> Bet {
         loop {
             let lose_pct = 5 * rng.range(1, 19) as u32;
             let (loss, gain) = (*rng.choose(STAKES), *rng.choose(STAKES));
@@ -403,7 +403,7 @@ mod tests {
         for i in 0..1000 {
             let s = sample_at(&Code, 3, i);
             assert!(s.prompt.ends_with("def f(x):"), "{}", s.prompt);
-            let mut rng = Rng::derived(hash_str(3, "code"), i);
+            let mut rng = SplitMix64::derived(hash_str(3, "code"), i);
             let task = crate::code_task::training_task(&mut rng);
             assert_eq!(task.sample(), s);
             assert!(!crate::code_task::is_heldout(&task));
@@ -418,7 +418,7 @@ mod tests {
         let n = 4000;
         for i in 0..n {
             let s = sample_at(&Bets, 5, i);
-            let mut rng = Rng::derived(hash_str(5, "bets"), i);
+            let mut rng = SplitMix64::derived(hash_str(5, "bets"), i);
             let (good, won) = (rng.below(2) == 0, rng.below(2) == 0);
             let bet = Bet::random(&mut rng, good, won);
             assert_eq!(bet.sample(), s);

@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use ferrogpt_data::code_task::{check_completion, code_task_at, heldout_tasks, is_heldout, training_task, CodeTask};
-use ferrogpt_data::rng::Rng;
 use ferrogpt_data::synthetic::{generator, sample_at};
+use ferrogpt_rng::SplitMix64;
 
 fn tasks(seed: u64, n: u64) -> Vec<CodeTask> {
     (0..n).map(|i| code_task_at(seed, i)).collect()
@@ -110,7 +110,7 @@ fn about_a_tenth_of_functions_are_held_out_and_training_never_sees_them() {
         let s = sample_at(code, 9, i);
         assert!(!held_refs.contains(&s.answer), "training emitted held-out function {}", s.answer);
     }
-    let mut rng = Rng::new(1);
+    let mut rng = SplitMix64::new(1);
     assert!((0..2000).all(|_| !is_heldout(&training_task(&mut rng))));
 }
 
@@ -119,7 +119,7 @@ fn about_a_tenth_of_functions_are_held_out_and_training_never_sees_them() {
 #[test]
 fn grading_never_panics_on_arbitrary_text() {
     let task = code_task_at(7, 3);
-    let mut rng = Rng::new(42);
+    let mut rng = SplitMix64::new(42);
     let alphabet: Vec<char> = "x0123456789+-*/%(), maxinbsretu \t\n\u{e9}\u{1F600}".chars().collect();
     let mut passed = 0;
     for i in 0..20_000 {

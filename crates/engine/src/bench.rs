@@ -60,7 +60,7 @@ pub fn bench_train(cfg: &ModelConfig, batch: usize, seq: usize, warmup: usize, s
     model.enable_grads();
     let mut acts = Activations::new(cfg, batch, seq)?;
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout);
-    let mut rng = crate::rng::Rng::new(2);
+    let mut rng = ferrogpt_rng::Xoshiro256StarStar::new(2);
     let mask = AttnMask::causal(seq);
     let mut step_seconds = Vec::new();
     let mut executed = 0u64;

@@ -7,8 +7,8 @@
 //! ([`KvCache`], keys and values in f32 or f16), inference weights packed as
 //! f16 or llama.cpp's q8_0 ([`quant`], [`Model::quantize`]), the run-time
 //! choice of SIMD kernels for the CPU ([`simd`]: AVX-512, AVX2+FMA, portable),
-//! AdamW with clipping and LR schedules ([`optim`]), safetensors I/O by tensor
-//! name ([`io`]), and a deterministic RNG ([`rng`]).
+//! AdamW with clipping and LR schedules ([`optim`]) and safetensors I/O by
+//! tensor name ([`io`]). Its random numbers come from `ferrogpt-rng`.
 //!
 //! Must not touch: tokenizers, data files, checkpoints' non-weight state,
 //! sampling policy or anything about HTTP — those belong to the crates above it.
@@ -31,7 +31,6 @@ pub mod optim;
 mod packed;
 pub mod params;
 pub mod quant;
-pub mod rng;
 pub mod simd;
 mod team;
 

@@ -4,7 +4,7 @@
 
 use crate::config::ModelConfig;
 use crate::float::Float;
-use crate::rng::Rng;
+use ferrogpt_rng::Xoshiro256StarStar;
 
 /// How a tensor is initialised and whether weight decay applies to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ impl ParamLayout {
     /// Deterministic init: N(0, std) for matrices and embeddings, std/sqrt(2L)
     /// for residual-out projections, ones for norms.
     pub fn init<T: Float>(&self, cfg: &ModelConfig, std: f64, seed: u64) -> Vec<T> {
-        let mut rng = Rng::new(seed);
+        let mut rng = Xoshiro256StarStar::new(seed);
         let mut out = vec![T::ZERO; self.total];
         let resid_std = std / (2.0 * cfg.n_layers as f64).sqrt();
         for t in &self.tensors {

@@ -385,7 +385,7 @@ impl<T: Copy> PackedData<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use ferrogpt_rng::Xoshiro256StarStar;
 
     #[test]
     fn f16_conversion_matches_ieee_rounding() {
@@ -413,7 +413,7 @@ mod tests {
                 assert_eq!(F16::from_f32(v), F16(h), "{h:#06x}");
             }
         }
-        let mut rng = Rng::new(3);
+        let mut rng = Xoshiro256StarStar::new(3);
         for _ in 0..100_000 {
             let x = (rng.normal() * 100.0) as f32;
             let h = F16::from_f32(x).to_f32();
@@ -425,7 +425,7 @@ mod tests {
 
     #[test]
     fn q8_0_round_trip_is_within_half_a_step_per_block() {
-        let mut rng = Rng::new(7);
+        let mut rng = Xoshiro256StarStar::new(7);
         let x: Vec<f32> = (0..32 * 50).map(|i| (rng.normal() * (1.0 + (i / 32) as f64)) as f32).collect();
         let blocks = quantize_q8_0(&x).unwrap();
         let back = dequantize_q8_0(&blocks);

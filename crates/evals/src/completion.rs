@@ -94,7 +94,26 @@ pub struct HttpConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The longest per-request timeout [`HttpConfig::set_timeout_secs`] accepts.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 impl HttpConfig {
+    /// Sets the per-request timeout from seconds, as `--timeout` gives them: a finite number
+    /// above zero and at most [`MAX_TIMEOUT`] (a day), so `inf`, `NaN` or `1e300` get an
+    /// error rather than a panic or a request that can hang a run forever.
+    pub fn set_timeout_secs(&mut self, secs: f64) -> Result<()> {
+        let max = MAX_TIMEOUT.as_secs_f64();
+        let valid = secs > 0.0 && secs <= max; // false for NaN too
+        if !valid {
+            return Err(EvalError::Setting {
+                name: "timeout",
+                message: format!("{secs} seconds: must be above 0 and at most {max} (a day)"),
+            });
+        }
+        self.timeout = Duration::from_secs_f64(secs);
+        Ok(())
+    }
+
     /// `OPENAI_BASE_URL` (default the OpenAI API) and `OPENAI_API_KEY`.
     pub fn from_env() -> HttpConfig {
         HttpConfig {
@@ -197,7 +216,9 @@ impl HttpClient {
                         .header("retry-after")
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64);
+                        // Past Duration's range (e.g. `1e300`): as long as possible; the sleep
+                        // below is capped at backoff_max anyway.
+                        .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
                     let text = resp.into_string().unwrap_or_default();
                     let message = format!("HTTP {code}: {}", text.chars().take(500).collect::<String>());
                     if !retryable(code) {

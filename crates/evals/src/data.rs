@@ -10,26 +10,48 @@ use crate::error::{EvalError, Result};
 
 const LFS_HEADER: &str = "version https://git-lfs.github.com/spec/v1";
 
-/// Resolve a `samples_jsonl`-style path: as given if it names an existing file (relative to
-/// the working directory), else `<eval's registry root>/data/<path>`, else the same under the
-/// built-in registry (upstream's fallback to the package's own registry).
-pub fn resolve(path: &str, registry_root: &Path, builtin_root: Option<&Path>) -> Result<PathBuf> {
-    let direct = PathBuf::from(path);
-    if direct.is_file() {
-        return Ok(direct);
-    }
-    let mut tried = vec![direct];
-    let under_root = registry_root.join("data").join(path);
-    if under_root.exists() {
-        return Ok(under_root);
-    }
-    tried.push(under_root);
-    if let Some(builtin) = builtin_root {
-        let fallback = builtin.join("data").join(path);
-        if fallback.exists() {
-            return Ok(fallback);
+/// Decompressed gzip JSONL beyond this many bytes is refused: a few kilobytes of gzip can
+/// expand to gigabytes, and every sample is held in memory.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
+/// Where the data files a registry entry names may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataAccess {
+    /// Only inside the `data/` folder of the registry root the eval came from, or of the
+    /// built-in registry (upstream's fallback), after resolving symlinks: a third-party
+    /// registry must not be able to read any local file and send it to an HTTP completion
+    /// function.
+    #[default]
+    RegistryOnly,
+    /// Also absolute paths, `..` and paths relative to the working directory, as upstream
+    /// allows (`--allow-data-outside-registry`, for registries you trust).
+    Anywhere,
+}
+
+/// Resolve a `samples_jsonl`-style path: `<eval's registry root>/data/<path>`, else the same
+/// under the built-in registry (upstream's fallback to the package's own registry). With
+/// [`DataAccess::Anywhere`], a path naming an existing file as given (absolute, or relative
+/// to the working directory) comes first, as upstream resolves it; otherwise the resolved
+/// file, and every `*.jsonl` of a resolved folder, must lie inside that root's `data/`.
+pub fn resolve(path: &str, registry_root: &Path, builtin_root: Option<&Path>, access: DataAccess) -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    if access == DataAccess::Anywhere {
+        let direct = PathBuf::from(path);
+        if direct.is_file() {
+            return Ok(direct);
         }
-        tried.push(fallback);
+        tried.push(direct);
+    }
+    for root in std::iter::once(registry_root).chain(builtin_root) {
+        let data = root.join("data");
+        let candidate = data.join(path);
+        if candidate.exists() {
+            if access == DataAccess::RegistryOnly {
+                confine(path, &candidate, &data)?;
+            }
+            return Ok(candidate);
+        }
+        tried.push(candidate);
     }
     let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(EvalError::Other(format!(
@@ -38,16 +60,65 @@ pub fn resolve(path: &str, registry_root: &Path, builtin_root: Option<&Path>) ->
     )))
 }
 
+/// Checks that `candidate` (and, for a folder, each `*.jsonl` in it) resolves inside `data`.
+fn confine(path: &str, candidate: &Path, data: &Path) -> Result<()> {
+    // A registry without a data/ folder has nothing inside it (an absolute `path` still
+    // "exists" under it, since joining an absolute path replaces the base).
+    let canonical_data = data.canonicalize().ok();
+    let inside = |p: &Path| -> Result<()> {
+        let resolved = p.canonicalize().map_err(|e| EvalError::io(p, e))?;
+        if canonical_data.as_ref().is_some_and(|d| resolved.starts_with(d)) {
+            Ok(())
+        } else {
+            Err(EvalError::DataOutsideRegistry {
+                path: path.to_string(),
+                resolved,
+                data_dir: canonical_data.clone().unwrap_or_else(|| data.to_path_buf()),
+            })
+        }
+    };
+    inside(candidate)?;
+    if candidate.is_dir() {
+        for file in jsonl_files(candidate)? {
+            inside(&file)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `*.jsonl` files directly inside `dir`, sorted by name.
+fn jsonl_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| EvalError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
+    read_text_capped(path, MAX_DECOMPRESSED_BYTES)
+}
+
+fn read_text_capped(path: &Path, max_decompressed: u64) -> Result<String> {
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
+        // One byte past the cap tells a file of exactly the cap from a larger one.
+        flate2::read::GzDecoder::new(std::io::BufReader::new(file))
+            .take(max_decompressed.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| EvalError::io(path, e))?;
+        if out.len() as u64 > max_decompressed {
+            return Err(EvalError::DataTooLarge {
+                path: path.to_path_buf(),
+                limit: max_decompressed,
+            });
+        }
         out
     } else {
-        bytes
+        std::fs::read(path).map_err(|e| EvalError::io(path, e))?
     };
     String::from_utf8(bytes).map_err(|e| EvalError::JsonLine {
         path: path.to_path_buf(),
@@ -62,14 +133,8 @@ fn read_text(path: &Path) -> Result<String> {
 /// nothing is lost by skipping).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| EvalError::io(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        files.sort();
         let mut all = Vec::new();
-        for f in files {
+        for f in jsonl_files(path)? {
             all.extend(read_jsonl(&f)?);
         }
         return Ok(all);
@@ -128,8 +193,79 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("data/x")).unwrap();
         std::fs::write(dir.path().join("data/x/s.jsonl"), "{}\n").unwrap();
-        let p = resolve("x/s.jsonl", dir.path(), None).unwrap();
+        let p = resolve("x/s.jsonl", dir.path(), None, DataAccess::RegistryOnly).unwrap();
         assert_eq!(read_jsonl(&p).unwrap().len(), 1);
-        assert!(resolve("x/none.jsonl", dir.path(), None).is_err());
+        assert!(resolve("x/none.jsonl", dir.path(), None, DataAccess::RegistryOnly).is_err());
+    }
+
+    /// A registry root with `data/x/s.jsonl`, and a secret file next to the root.
+    fn registry_and_secret() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("registry");
+        std::fs::create_dir_all(root.join("data/x")).unwrap();
+        std::fs::write(root.join("data/x/s.jsonl"), "{}\n").unwrap();
+        let secret = tmp.path().join("secret.jsonl");
+        std::fs::write(&secret, "{\"key\": \"sk-do-not-send\"}\n").unwrap();
+        (tmp, root, secret)
+    }
+
+    #[test]
+    fn absolute_and_parent_paths_are_confined_to_the_registry() {
+        let (_tmp, root, secret) = registry_and_secret();
+        let absolute = secret.to_str().unwrap();
+        for path in [absolute, "../../secret.jsonl", "x/../../../secret.jsonl"] {
+            let e = resolve(path, &root, None, DataAccess::RegistryOnly).unwrap_err().to_string();
+            assert!(e.contains("outside") && e.contains("secret.jsonl"), "{path}: {e}");
+        }
+        // A symlink inside data/ that points out is resolved before the check.
+        std::os::unix::fs::symlink(&secret, root.join("data/x/link.jsonl")).unwrap();
+        let e = resolve("x/link.jsonl", &root, None, DataAccess::RegistryOnly)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside"), "{e}");
+        // So is one inside a folder of samples.
+        let e = resolve("x", &root, None, DataAccess::RegistryOnly).unwrap_err().to_string();
+        assert!(e.contains("outside") && e.contains("secret.jsonl"), "{e}");
+        // A registry with no data/ folder at all reads nothing outside either.
+        let bare = tempfile::tempdir().unwrap();
+        let e = resolve(absolute, bare.path(), None, DataAccess::RegistryOnly)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside"), "{e}");
+        // The fallback registry is confined the same way.
+        let other = tempfile::tempdir().unwrap();
+        let e = resolve("../../secret.jsonl", other.path(), Some(&root), DataAccess::RegistryOnly)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside"), "{e}");
+    }
+
+    #[test]
+    fn anywhere_allows_what_upstream_allows() {
+        let (_tmp, root, secret) = registry_and_secret();
+        let p = resolve(secret.to_str().unwrap(), &root, None, DataAccess::Anywhere).unwrap();
+        assert_eq!(read_jsonl(&p).unwrap().len(), 1);
+        let p = resolve("../../secret.jsonl", &root, None, DataAccess::Anywhere).unwrap();
+        assert_eq!(read_jsonl(&p).unwrap().len(), 1);
+        assert!(resolve("x/s.jsonl", &root, None, DataAccess::Anywhere).is_ok());
+    }
+
+    #[test]
+    fn gzip_jsonl_is_read_and_its_decompressed_size_bounded() {
+        // The bound is tested at the file's own size: a file over MAX_DECOMPRESSED_BYTES would
+        // cost the test suite a gigabyte of memory.
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for i in 0..1000 {
+            writeln!(gz, "{{\"i\": {i}}}").unwrap();
+        }
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        assert_eq!(read_jsonl(&p).unwrap().len(), 1000);
+        let size = read_text(&p).unwrap().len() as u64;
+        assert_eq!(read_text_capped(&p, size).unwrap().len() as u64, size);
+        let e = read_text_capped(&p, size - 1).unwrap_err().to_string();
+        assert!(e.contains("s.jsonl.gz") && e.contains(&format!("{} bytes", size - 1)), "{e}");
     }
 }

@@ -45,6 +45,22 @@ pub enum EvalError {
     Unsupported { name: String, what: &'static str },
     #[error("log {path}: {message}")]
     Log { path: PathBuf, message: String },
+    #[error("data file `{path}` resolves to {resolved}, outside the registry's data folder {data_dir} (allow it with --allow-data-outside-registry if you trust the registry)")]
+    DataOutsideRegistry {
+        path: String,
+        resolved: PathBuf,
+        data_dir: PathBuf,
+    },
+    #[error("{path}: decompresses to more than {limit} bytes; larger than any eval's data should be")]
+    DataTooLarge { path: PathBuf, limit: u64 },
+    #[error("eval {key}: {source}")]
+    InSet {
+        key: String,
+        #[source]
+        source: Box<EvalError>,
+    },
+    #[error("invalid {name}: {message}")]
+    Setting { name: &'static str, message: String },
     #[error("{0}")]
     Other(String),
 }

@@ -2,7 +2,8 @@
 //! (openai/evals' YAML + JSONL layout), the eval templates with upstream's exact scoring
 //! semantics and report keys, completion functions (`dummy`, OpenAI-compatible HTTP
 //! endpoints, and a hook for an in-process local model), the parallel runner with retries
-//! and a request cache, the JSONL run log, and HTML/terminal reports of runs.
+//! and a request cache, eval sets with resume ([`evalset`]), the confinement of data files
+//! to their registry ([`data`]), the JSONL run log, and HTML/terminal reports of runs.
 //!
 //! It must not touch model internals: local models come in through the
 //! [`completion::CompletionFn`] trait (the CLI supplies the adapter), and nothing here
@@ -11,6 +12,7 @@
 pub mod completion;
 pub mod data;
 pub mod error;
+pub mod evalset;
 pub mod log;
 pub mod metrics;
 pub mod prompt;

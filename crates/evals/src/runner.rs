@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ferrogpt_progress::{Counter, Progress};
 use serde_json::{json, Map, Value};
 
 use crate::completion::{is_chat_model, ApiKind, CompletionFn, Dummy, HttpClient, HttpConfig, OpenAiFn};
+use crate::data::DataAccess;
 use crate::error::{EvalError, Result};
 use crate::log::{Event, LogWriter, Report};
 use crate::registry::{EvalSpec, Registry};
@@ -121,6 +123,8 @@ pub struct RunOptions {
     pub created_by: String,
     pub command: String,
     pub builtin_root: Option<PathBuf>,
+    /// Where registry entries' data files may live (confined to their registry by default).
+    pub data_access: DataAccess,
     pub show_progress: bool,
     /// Merged into the eval's `args` (upstream's `--extra_eval_params`).
     pub extra_eval_params: Map<String, Value>,
@@ -137,6 +141,7 @@ impl Default for RunOptions {
             created_by: String::new(),
             command: String::new(),
             builtin_root: None,
+            data_access: DataAccess::default(),
             show_progress: false,
             extra_eval_params: Map::new(),
         }
@@ -175,6 +180,7 @@ pub fn run_eval(registry: &Registry, spec: &EvalSpec, fns: &[Arc<dyn CompletionF
         spec: &spec,
         registry,
         builtin_root: opts.builtin_root.as_deref(),
+        data_access: opts.data_access,
         n_fns: fns.len(),
     })?;
     let samples = template.samples()?;
@@ -267,15 +273,7 @@ fn run_samples(
     let failed = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<SampleEvents>>> = order.iter().map(|_| Mutex::new(None)).collect();
     let first_error: Mutex<Option<EvalError>> = Mutex::new(None);
-    let bar = if opts.show_progress {
-        indicatif::ProgressBar::new(order.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} samples [{elapsed_precise} < {eta_precise}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = Progress::bar(opts.show_progress, base, order.len() as u64, Counter::Count("samples"));
     let workers = opts.threads.clamp(1, order.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -305,7 +303,7 @@ fn run_samples(
             });
         }
     });
-    bar.finish_and_clear();
+    bar.finish();
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }

@@ -206,3 +206,39 @@ fn a_silent_server_times_out_instead_of_hanging() {
     let err = f.complete(&json!("x"), &Map::new()).unwrap_err().to_string();
     assert!(err.contains("gave up after 2 attempts"), "{err}");
 }
+
+#[test]
+fn a_huge_retry_after_waits_at_most_backoff_max_instead_of_panicking() {
+    for header in ["1e300", "18446744073709551616", "1.8e19"] {
+        let (base, seen) = serve(move |_, _, n| {
+            if n == 1 {
+                (429, format!("Retry-After: {header}\r\n"), "{\"error\": \"slow down\"}".into())
+            } else {
+                (200, String::new(), chat_reply("ok"))
+            }
+        });
+        let f = OpenAiFn::new(
+            "gpt-4",
+            "gpt-4",
+            ApiKind::Chat,
+            Arc::new(HttpClient::new(config(&base, None))),
+            Map::new(),
+        );
+        let out = f.complete(&json!("x"), &Map::new()).unwrap();
+        assert_eq!(out.completions, ["ok"], "{header}");
+        assert_eq!(seen.lock().unwrap().len(), 2, "{header}");
+    }
+}
+
+#[test]
+fn timeouts_must_be_finite_positive_and_at_most_a_day() {
+    let mut cfg = config("http://127.0.0.1:9/v1", None);
+    for bad in [f64::INFINITY, f64::NAN, 1e300, 0.0, -1.0, 86_401.0] {
+        let e = cfg.set_timeout_secs(bad).unwrap_err().to_string();
+        assert!(e.contains("timeout") && e.contains("at most"), "{bad}: {e}");
+    }
+    cfg.set_timeout_secs(0.5).unwrap();
+    assert_eq!(cfg.timeout, Duration::from_millis(500));
+    cfg.set_timeout_secs(86_400.0).unwrap();
+    assert_eq!(cfg.timeout, Duration::from_secs(86_400));
+}

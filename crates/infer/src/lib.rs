@@ -13,7 +13,9 @@
 //! - the BOS policy ([`prompt`]) and the chat template ([`chat`]);
 //! - the batch decoder ([`engine::BatchDecoder`]): continuous batching, chunked prefill,
 //!   per-sequence state and fair admission between groups;
-//! - model folders and scoring ([`LocalModel`]).
+//! - model folders: their one reader and writer with checksums and atomic publishing
+//!   ([`model_folder`]; the trainer's checkpoints write their model part through it), and
+//!   scoring ([`LocalModel`]).
 //!
 //! Must not touch: kernels and weights layout (the engine's), HTTP, API keys, rate limits and
 //! the scheduler thread (the server's).
@@ -21,6 +23,7 @@
 pub mod chat;
 pub mod engine;
 pub mod json_mode;
+pub mod model_folder;
 pub mod prompt;
 pub mod request;
 pub mod sample;
@@ -46,8 +49,8 @@ const GENERATE_PREFILL_CHUNK: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
-    #[error("{path}: {why}")]
-    Load { path: PathBuf, why: String },
+    #[error(transparent)]
+    ModelFolder(#[from] model_folder::ModelFolderError),
     #[error(transparent)]
     Engine(#[from] ferrogpt_engine::EngineError),
     #[error("the prompt has {prompt} tokens; the model's context length is {context}")]
@@ -81,47 +84,22 @@ pub struct LocalModel {
 }
 
 impl LocalModel {
-    /// Loads a model folder: `config.json` (Hugging Face Llama), `model.safetensors`, `tokenizer.json`.
+    /// Loads a model folder: `config.json` (Hugging Face Llama), `model.safetensors`, `tokenizer.json`
+    /// (see [`model_folder`]).
     pub fn load(dir: &Path) -> Result<Self, InferError> {
-        let load_err = |path: PathBuf, why: String| InferError::Load { path, why };
-        if !dir.is_dir() {
-            return Err(load_err(
-                dir.to_path_buf(),
-                "is not a model folder (expected config.json, model.safetensors, tokenizer.json)".into(),
-            ));
-        }
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(cfg_path.clone(), e.to_string()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| load_err(cfg_path.clone(), format!("invalid JSON: {e}")))?;
-        let cfg = ModelConfig::from_hf_json(&json).map_err(|e| load_err(cfg_path.clone(), e.to_string()))?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| load_err(tok_path.clone(), e.to_string()))?;
-        if tokenizer.vocab_size() > cfg.vocab_size {
-            return Err(load_err(
-                tok_path,
-                format!("has {} tokens, the model only {}", tokenizer.vocab_size(), cfg.vocab_size),
-            ));
-        }
-        let layout = ferrogpt_engine::params::ParamLayout::new(&cfg);
-        let params = ferrogpt_engine::io::load_model(&dir.join("model.safetensors"), &layout)?;
-        Ok(Self::from_parts(Model::from_params(cfg, params)?, tokenizer, dir.to_path_buf()))
+        let files = model_folder::read(dir)?;
+        Ok(Self::from_parts(
+            Model::from_params(files.config, files.params)?,
+            files.tokenizer,
+            dir.to_path_buf(),
+        ))
     }
 
     /// Writes a model folder that [`LocalModel::load`] and Hugging Face
-    /// `transformers` read: `config.json`, `model.safetensors`, `tokenizer.json`.
+    /// `transformers` read: `config.json`, `model.safetensors`, `tokenizer.json` (see [`model_folder`]).
     pub fn save_folder(dir: &Path, model: &Model<f32>, tokenizer: &Tokenizer) -> Result<(), InferError> {
-        let io = |path: PathBuf, e: std::io::Error| InferError::Load { path, why: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir.to_path_buf(), e))?;
-        let cfg = model
-            .cfg
-            .to_hf_json(tokenizer.special_id(Special::Bos), tokenizer.special_id(Special::End));
-        let text = serde_json::to_string_pretty(&cfg).map_err(|e| InferError::Invalid(e.to_string()))?;
-        std::fs::write(dir.join("config.json"), text).map_err(|e| io(dir.join("config.json"), e))?;
-        ferrogpt_engine::io::save_model(&dir.join("model.safetensors"), &model.layout, &model.params, None)?;
-        tokenizer.save(&dir.join("tokenizer.json")).map_err(|e| InferError::Load {
-            path: dir.join("tokenizer.json"),
-            why: e.to_string(),
-        })
+        model_folder::write(dir, &model.cfg, &model.params, tokenizer.to_json().as_bytes())?;
+        Ok(())
     }
 
     pub fn from_parts(model: Model<f32>, tokenizer: Tokenizer, dir: PathBuf) -> Self {

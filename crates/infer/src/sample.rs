@@ -2,7 +2,7 @@
 //! presence/frequency penalties, temperature, top-k, top-p, a seed, an
 //! optional constraint (JSON mode), and log-probabilities of what was chosen.
 
-use ferrogpt_engine::rng::Rng;
+use ferrogpt_rng::Xoshiro256StarStar;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -176,7 +176,7 @@ pub struct TokenLogprob {
 pub struct Sampler {
     params: SamplingParams,
     top_logprobs: usize,
-    rng: Rng,
+    rng: Xoshiro256StarStar,
     counts: HashMap<u32, u32>,
     constraint: Option<Box<dyn TokenConstraint>>,
     probs: Vec<(f32, u32)>,
@@ -185,7 +185,7 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler for one sequence; a `None` seed is drawn from the operating system's entropy.
     pub fn new(params: SamplingParams, vocab: usize) -> Self {
-        let rng = Rng::new(params.seed.unwrap_or_else(rand::random));
+        let rng = Xoshiro256StarStar::new(params.seed.unwrap_or_else(rand::random));
         Sampler {
             top_logprobs: params.logprobs.unwrap_or(0),
             params,

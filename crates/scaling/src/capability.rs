@@ -25,10 +25,10 @@
 
 use crate::ScalingError;
 use ferrogpt_data::code_task::{check_completion, CodeTask};
-use ferrogpt_data::rng::{mix, Rng};
 use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
 use ferrogpt_engine::KvCache;
 use ferrogpt_infer::{text_prompt, GenerationRequest, LocalModel, SamplingParams};
+use ferrogpt_rng::{mix, SplitMix64};
 use ferrogpt_tokenizer::Special;
 use serde::{Deserialize, Serialize};
 
@@ -496,7 +496,7 @@ pub fn fit_capability(points: &[(f64, PassRates)], buckets: usize) -> Result<Cap
         let pts = bucket_points(points, &tasks);
         let what = bucket.map_or("the aggregate".to_string(), |b| format!("bucket {b}"));
         let law = PowerLaw::fit(&pts).ok_or_else(|| ScalingError::Capability(format!("cannot fit {what}: {pts:?}")))?;
-        let mut rng = Rng::new(BOOTSTRAP_SEED ^ mix(bucket.map_or(u64::MAX, |b| b as u64)));
+        let mut rng = SplitMix64::new(BOOTSTRAP_SEED ^ mix(bucket.map_or(u64::MAX, |b| b as u64)));
         let bootstrap = (0..BOOTSTRAP_DRAWS)
             .filter_map(|_| {
                 // Resample the tasks within each stratum, so the aggregate keeps its difficulty

@@ -20,7 +20,7 @@ use crate::ScalingError;
 use argmin::core::{CostFunction, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use ferrogpt_engine::rng::Rng;
+use ferrogpt_rng::Xoshiro256StarStar;
 use serde::{Deserialize, Serialize};
 
 /// Huber loss threshold on log-loss residuals.
@@ -261,7 +261,7 @@ pub fn bootstrap_interval_form(
     seed: u64,
 ) -> Result<(f64, f64, f64), ScalingError> {
     check(points, form.parameters())?;
-    let mut rng = Rng::new(seed);
+    let mut rng = Xoshiro256StarStar::new(seed);
     let mut preds = Vec::with_capacity(resamples);
     for _ in 0..resamples {
         let sample: Vec<(f64, f64)> = (0..points.len()).map(|_| points[rng.below(points.len() as u64) as usize]).collect();
@@ -591,7 +591,7 @@ mod tests {
             c: 1.6,
             objective: 0.0,
         };
-        let mut rng = Rng::new(3);
+        let mut rng = Xoshiro256StarStar::new(3);
         let points: Vec<(f64, f64)> = (0..12)
             .map(|i| {
                 let c = 1e9 * 10f64.powf(i as f64 * 0.4);
@@ -615,7 +615,7 @@ mod tests {
 
     /// `seeds` noisy points at each compute, relative noise `sd`.
     fn noisy(truth: &ComputeLaw, computes: &[f64], seeds: usize, sd: f64, seed: u64) -> Vec<(f64, f64)> {
-        let mut rng = Rng::new(seed);
+        let mut rng = Xoshiro256StarStar::new(seed);
         computes
             .iter()
             .flat_map(|&c| (0..seeds).map(move |_| c))
@@ -699,7 +699,7 @@ mod tests {
             beta: 0.28,
             objective: 0.0,
         };
-        let mut rng = Rng::new(4);
+        let mut rng = Xoshiro256StarStar::new(4);
         let mut points = Vec::new();
         for i in 0..6 {
             for j in 0..5 {

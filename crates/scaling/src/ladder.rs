@@ -58,10 +58,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use ferrogpt_data::CorpusSpec;
 use ferrogpt_engine::config::swiglu_hidden;
 use ferrogpt_engine::{AdamWConfig, ModelConfig, Schedule};
 use ferrogpt_train::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper};
-use ferrogpt_train::speedrun::CorpusSpec;
 use ferrogpt_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,8 @@ pub struct Ladder {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    pub data: DataRecipe,
+    /// The corpus, tokenizer and split shared by every run (`[data]`).
+    pub data: CorpusSpec,
     pub recipe: Recipe,
     /// The small models the laws are fitted on.
     #[serde(rename = "rung")]
@@ -99,33 +100,6 @@ pub struct Ladder {
     /// Pass-rate and probe measurements after each run (absent: loss only).
     #[serde(default)]
     pub capability: Option<CapabilitySpec>,
-}
-
-/// The corpus, tokenizer and split shared by every run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataRecipe {
-    /// Include `/usr/share/man` when the machine has it.
-    #[serde(default = "yes")]
-    pub man_pages: bool,
-    #[serde(default)]
-    pub synthetic: Vec<SyntheticSource>,
-    pub vocab_size: usize,
-    /// Bytes of text the BPE tokenizer is trained on.
-    pub tokenizer_bytes: u64,
-    /// Stop preparing after this many bytes of text.
-    pub max_bytes: u64,
-    /// Fraction of documents held out for validation (never trained on).
-    pub val_fraction: f64,
-    #[serde(default)]
-    pub seed: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyntheticSource {
-    pub generator: String,
-    pub count: u64,
 }
 
 /// Schedule shape, the same at every size.
@@ -229,9 +203,6 @@ pub struct CapabilitySpec {
     pub seed: u64,
 }
 
-fn yes() -> bool {
-    true
-}
 fn one_f64() -> f64 {
     1.0
 }
@@ -500,20 +471,6 @@ impl Ladder {
         Ok(())
     }
 
-    /// The corpus spec `ferrogpt_train::speedrun::build_corpus` prepares.
-    pub fn corpus_spec(&self) -> CorpusSpec {
-        let d = &self.data;
-        CorpusSpec {
-            man_pages: d.man_pages,
-            synthetic: d.synthetic.iter().map(|s| (s.generator.clone(), s.count)).collect(),
-            vocab_size: d.vocab_size,
-            tokenizer_bytes: d.tokenizer_bytes,
-            max_bytes: d.max_bytes,
-            val_fraction: d.val_fraction,
-            seed: d.seed,
-        }
-    }
-
     pub fn model_of(&self, s: &Shape) -> ModelConfig {
         ModelConfig {
             vocab_size: self.data.vocab_size,
@@ -620,7 +577,7 @@ impl Ladder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) const TINY: &str = r#"

@@ -5,8 +5,10 @@
 //! `L(C) = a·C^b`, the choice between them by forward-chaining
 //! cross-validation, and of Chinchilla's `L(N, D) = E + A/N^α + B/D^β`
 //! ([`fit`]), and bootstrap prediction intervals;
-//! the ladder TOML and its width-scaling rules ([`ladder`]); driving the sweep
-//! through ferrogpt-train ([`sweep`], [`pipeline`]); registered predictions and
+//! the ladder TOML and its width-scaling rules ([`ladder`]; its `[data]` is a
+//! `ferrogpt_data::CorpusSpec`); driving the sweep through ferrogpt-train
+//! ([`sweep`]) and the loops behind every `ferrogpt scale` subcommand
+//! ([`pipeline`]: the CLI only parses flags); registered predictions and
 //! their verification ([`predict`]); per-run capability measurements
 //! ([`measure`]); figures and the markdown report ([`plot`], [`report`]).
 //! Must not touch: training itself (ferrogpt-train runs the rungs) or the

@@ -9,9 +9,9 @@
 //! a model can learn); a model never trained on that text sits at chance.
 
 use crate::ScalingError;
-use ferrogpt_data::rng::{hash_str, Rng};
 use ferrogpt_data::synthetic::Bet;
 use ferrogpt_infer::LocalModel;
+use ferrogpt_rng::{hash_str, SplitMix64};
 use ferrogpt_tokenizer::Special;
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +55,7 @@ pub fn hindsight_items(count: usize, seed: u64) -> Vec<ProbeItem> {
 pub fn hindsight_items_with_shots(count: usize, seed: u64, shots: usize) -> Vec<ProbeItem> {
     (0..count as u64)
         .map(|i| {
-            let mut rng = Rng::derived(hash_str(seed, "hindsight"), i);
+            let mut rng = SplitMix64::derived(hash_str(seed, "hindsight"), i);
             let examples: Vec<Bet> = (0..shots)
                 .map(|_| {
                     let good = rng.below(2) == 0;

@@ -12,11 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferrogpt_data::{Split, TokenShards, MANIFEST_FILE};
+use ferrogpt_data::{build_corpus, CorpusSpec, Split, TokenShards, MANIFEST_FILE};
+use ferrogpt_progress::{Counter, Progress};
 use ferrogpt_train::checkpoint::latest_checkpoint;
-use ferrogpt_train::speedrun::build_corpus;
 use ferrogpt_train::{train, TrainOptions};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::ladder::{Ladder, RunPlan};
@@ -113,7 +112,7 @@ pub fn prepare_data(ladder: &Ladder, out: &Path, progress: bool) -> Result<Prepa
     let tokenizer = dir.join("tokenizer.json");
     let ready = spec_path.exists() && manifest.exists() && tokenizer.exists();
     if ready {
-        let saved: crate::ladder::DataRecipe = read_json(&spec_path)?;
+        let saved: CorpusSpec = read_json(&spec_path)?;
         if saved != ladder.data {
             return Err(ScalingError::Refused(format!(
                 "{} was prepared from a different [data] section; runs on different data cannot share a fit (use another --out)",
@@ -121,7 +120,7 @@ pub fn prepare_data(ladder: &Ladder, out: &Path, progress: bool) -> Result<Prepa
             )));
         }
     } else {
-        build_corpus(&ladder.corpus_spec(), &dir, progress)?;
+        build_corpus(&ladder.data, &dir, progress)?;
         write_json(&spec_path, &ladder.data)?;
     }
     let train_tokens = TokenShards::open(&data_dir, Split::Train)?.len();
@@ -213,25 +212,15 @@ pub fn finished(out: &Path, name: &str, seed: u64) -> Result<Option<RunRecord>, 
 
 /// One bar over the whole ladder, advanced by each finished run's FLOPs.
 pub struct LadderBar {
-    bar: ProgressBar,
+    bar: Progress,
 }
 
 impl LadderBar {
     /// `total_flops`: everything the ladder will train (all seeds, targets included).
     pub fn new(show: bool, total_flops: f64) -> LadderBar {
-        if !show {
-            return LadderBar {
-                bar: ProgressBar::hidden(),
-            };
+        LadderBar {
+            bar: Progress::bar(show, "ladder (FLOPs)", to_mflops(total_flops), Counter::Percent),
         }
-        let bar = ProgressBar::new(to_mflops(total_flops));
-        bar.set_style(
-            ProgressStyle::with_template("ladder {bar:30.cyan/blue} {percent:>3}% of FLOPs | {msg} | {elapsed} (ETA {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(500));
-        LadderBar { bar }
     }
 
     pub fn hidden() -> LadderBar {
@@ -246,18 +235,14 @@ impl LadderBar {
         self.bar.inc(to_mflops(flops));
     }
 
-    /// A line above the bar; on stderr directly when the bar is hidden (no terminal,
-    /// or `--quiet`), so logs still show each finished run.
+    /// A line above the bar, or on stderr directly without one (`--quiet`, or no terminal),
+    /// so logs still show each finished run.
     pub fn println(&self, line: &str) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
+        self.bar.println(line);
     }
 
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        self.bar.finish();
     }
 }
 

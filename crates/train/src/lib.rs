@@ -2,14 +2,17 @@
 //!
 //! Owns: the training run's TOML config ([`TrainConfig`]), the training loop
 //! with gradient accumulation, clipping, schedules, validation in bits per
-//! byte, metrics JSONL and the loss-curve SVG ([`trainer`]); checkpoint folders
-//! with checksums and exact resume ([`checkpoint`]); MFU against a measured
-//! sgemm peak ([`peak`]); and `speedrun`, the data -> tokenizer -> pretrain ->
-//! samples pipeline that writes `report.md` ([`speedrun`]).
+//! byte, metrics JSONL and the loss-curve SVG ([`trainer`]); checkpoints with
+//! exact resume ([`checkpoint`]); MFU against the larger of the measured sgemm
+//! peak and the CPU's FMA peak ([`peak`]); and `speedrun`, the data ->
+//! tokenizer -> pretrain -> samples pipeline that writes `report.md`
+//! ([`speedrun`]).
 //!
 //! Must not touch: the model's kernels and optimizer maths (ferrogpt-engine),
-//! tokenization (ferrogpt-tokenizer), corpus sources and shard formats
-//! (ferrogpt-data), or sampling (ferrogpt-infer) — it only drives them.
+//! tokenization (ferrogpt-tokenizer), corpora, sources and shard formats
+//! (ferrogpt-data: the speedrun's corpus is a `ferrogpt_data::CorpusSpec`),
+//! model folders (ferrogpt-infer's `model_folder`: checkpoints write their model
+//! part through it) or sampling (ferrogpt-infer) — it only drives them.
 
 pub mod checkpoint;
 pub mod config;
@@ -46,6 +49,8 @@ pub enum TrainError {
     Data(#[from] ferrogpt_data::DataError),
     #[error(transparent)]
     Infer(#[from] ferrogpt_infer::InferError),
+    #[error(transparent)]
+    ModelFolder(#[from] ferrogpt_infer::model_folder::ModelFolderError),
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
     #[error("plot {path}: {why}")]

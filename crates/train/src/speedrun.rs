@@ -15,16 +15,17 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ferrogpt_data::{prepare, sample_texts, Manifest, PrepareConfig, Source, Split, TokenShards};
+use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, Source, Split, SyntheticSource, TokenShards};
 use ferrogpt_engine::config::swiglu_hidden;
 use ferrogpt_engine::{AdamWConfig, ModelConfig, Schedule};
 use ferrogpt_infer::{text_prompt, GenerationRequest, LocalModel, SamplingParams};
+use ferrogpt_progress::Progress;
 use ferrogpt_tokenizer::Tokenizer;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
+use crate::peak::PeakSource;
 use crate::trainer::{self, human, TrainOptions, TrainSummary};
 use crate::{io_err, TrainError};
 
@@ -47,83 +48,6 @@ impl Preset {
             Preset::Large => "large",
         }
     }
-}
-
-/// The corpus half of a speedrun (also used by tests to build small datasets).
-#[derive(Clone, Debug)]
-pub struct CorpusSpec {
-    /// Include `/usr/share/man` when it exists.
-    pub man_pages: bool,
-    /// `(generator, count)` synthetic sources.
-    pub synthetic: Vec<(String, u64)>,
-    pub vocab_size: usize,
-    /// Bytes of text the tokenizer is trained on.
-    pub tokenizer_bytes: u64,
-    /// Stop preparing after this many bytes of text.
-    pub max_bytes: u64,
-    pub val_fraction: f64,
-    pub seed: u64,
-}
-
-/// A prepared corpus.
-#[derive(Debug)]
-pub struct Corpus {
-    pub data_dir: PathBuf,
-    pub tokenizer_path: PathBuf,
-    pub manifest: Manifest,
-    pub sources: Vec<Source>,
-}
-
-impl CorpusSpec {
-    pub fn sources(&self) -> Vec<Source> {
-        let mut s = Vec::new();
-        if self.man_pages && Source::man_pages_present() {
-            s.push(Source::man_pages());
-        }
-        for (generator, count) in &self.synthetic {
-            s.push(Source::Synthetic {
-                generator: generator.clone(),
-                count: *count,
-            });
-        }
-        s
-    }
-}
-
-fn spinner(show: bool, msg: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
-    pb.set_message(msg.to_string());
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
-}
-
-/// Trains a tokenizer on a sample of the sources and writes the shards:
-/// `<dir>/tokenizer.json` and `<dir>/data/`.
-pub fn build_corpus(spec: &CorpusSpec, dir: &Path, progress: bool) -> Result<Corpus, TrainError> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let sources = spec.sources();
-    let texts = sample_texts(&sources, spec.seed, spec.tokenizer_bytes, progress)?;
-    let pb = spinner(progress, &format!("training a {}-token BPE tokenizer", spec.vocab_size));
-    let tokenizer = Tokenizer::train(texts.into_iter(), spec.vocab_size)?;
-    pb.finish_and_clear();
-    let tokenizer_path = dir.join("tokenizer.json");
-    tokenizer.save(&tokenizer_path)?;
-    let mut cfg = PrepareConfig::new(sources.clone());
-    cfg.max_bytes = Some(spec.max_bytes);
-    cfg.val_fraction = spec.val_fraction;
-    cfg.seed = spec.seed;
-    let data_dir = dir.join("data");
-    let manifest = prepare(&cfg, &tokenizer, &data_dir, progress)?;
-    Ok(Corpus {
-        data_dir,
-        tokenizer_path,
-        manifest,
-        sources,
-    })
 }
 
 /// Everything a preset fixes.
@@ -157,8 +81,11 @@ fn model(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> Mod
     }
 }
 
-fn synthetic(arith: u64, counting: u64) -> Vec<(String, u64)> {
-    vec![("arithmetic".into(), arith), ("counting".into(), counting)]
+fn synthetic(arith: u64, counting: u64) -> Vec<SyntheticSource> {
+    vec![
+        SyntheticSource::new("arithmetic", arith),
+        SyntheticSource::new("counting", counting),
+    ]
 }
 
 impl PresetSpec {
@@ -323,9 +250,10 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
     let train_shards = TokenShards::open(&corpus.data_dir, Split::Train)?;
     let val_shards = TokenShards::open(&corpus.data_dir, Split::Val)?;
     let unigram_bpb = ferrogpt_data::unigram_bits_per_byte(&train_shards, &val_shards, &tokenizer)?;
-    let pb = spinner(progress, &format!("sampling {} completions", PROMPTS.len()));
+    let pb = Progress::spinner(progress, "samples");
+    pb.set_message(format!("sampling {} completions", PROMPTS.len()));
     let samples = sample_all(&summary.model_dir, spec.sample_tokens)?;
-    pb.finish_and_clear();
+    pb.finish();
     stages.push(("baseline + samples", t.elapsed().as_secs_f64()));
 
     let wall_secs = t0.elapsed().as_secs_f64();
@@ -356,7 +284,14 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
         "train_secs": summary.train_secs,
         "tokens_per_sec": summary.tokens_per_sec,
         "mfu": summary.mfu,
-        "sgemm_peak_flops": summary.peak_flops,
+        "peak_flops": summary.peak.flops(),
+        "peak_source": match summary.peak.source() {
+            PeakSource::Sgemm => "measured sgemm",
+            PeakSource::Fma => "FMA",
+        },
+        "sgemm_peak_flops": summary.peak.sgemm_flops,
+        "sgemm_peak_bursts": summary.peak.bursts,
+        "fma_peak_flops": summary.peak.fma.as_ref().map(|f| f.flops()),
         "wall_secs": wall_secs,
         "corpus_train_bytes": corpus.manifest.totals.train.bytes,
         "corpus_train_tokens": corpus.manifest.totals.train.tokens,
@@ -483,14 +418,7 @@ fn render_report(r: &ReportInput) -> String {
         ("training FLOPs", format!("{:.3e}", s.train_flops)),
         ("training time", fmt_secs(s.train_secs)),
         ("throughput", format!("{:.0} tokens/s", s.tokens_per_sec)),
-        (
-            "MFU",
-            format!(
-                "{:.1}% of the measured sgemm peak ({:.1} GFLOP/s)",
-                s.mfu * 100.0,
-                s.peak_flops / 1e9
-            ),
-        ),
+        ("MFU", format!("{:.1}% {}", s.mfu * 100.0, s.peak.describe())),
         ("final train loss", format!("{:.4} nats/token", s.final_loss)),
         (
             "validation loss",

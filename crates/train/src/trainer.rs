@@ -11,15 +11,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ferrogpt_data::{Batch, BatchLoader, LoaderState, Split, TokenShards};
-use ferrogpt_engine::rng::Rng;
 use ferrogpt_engine::{optim, Activations, AdamW, AttnMask, Input, Model, IGNORE};
+use ferrogpt_infer::model_folder;
+use ferrogpt_progress::{Counter, Progress};
+use ferrogpt_rng::Xoshiro256StarStar;
 use ferrogpt_tokenizer::Tokenizer;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
 use crate::config::TrainConfig;
 use crate::metrics::{self, MetricsLog, Record};
-use crate::peak::sgemm_peak_flops;
+use crate::peak::Peak;
 use crate::{io_err, TrainError};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -31,7 +32,7 @@ pub const MODEL_DIR: &str = "model";
 pub struct TrainOptions {
     /// Continue from the newest checkpoint in `out_dir` (a fresh start if there is none).
     pub resume: bool,
-    /// Draw an indicatif progress bar on stderr.
+    /// Report progress on stderr (a bar on a terminal, plain lines otherwise).
     pub progress: bool,
 }
 
@@ -51,9 +52,9 @@ pub struct TrainSummary {
     pub train_secs: f64,
     /// Tokens per second of the steps this process ran.
     pub tokens_per_sec: f64,
-    /// Fraction of the measured sgemm peak (see [`crate::peak`]).
+    /// Fraction of [`Peak::flops`] (see [`crate::peak`]).
     pub mfu: f64,
-    pub peak_flops: f64,
+    pub peak: Peak,
     pub final_loss: f64,
     pub val_loss: f64,
     pub val_bpb: f64,
@@ -129,20 +130,6 @@ fn config_mismatch(saved: &TrainConfig, now: &TrainConfig) -> Option<&'static st
     }
 }
 
-fn progress_bar(show: bool, steps: u64, start: u64) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(steps);
-    pb.set_style(
-        ProgressStyle::with_template("train {bar:30.cyan/blue} step {pos}/{len} {msg} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_position(start);
-    pb
-}
-
 /// Runs (or resumes) the training described by `cfg`.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     cfg.validate()?;
@@ -194,7 +181,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
 
     // The run's own RNG: it seeds the data order, and its state rides in every
     // checkpoint so stochastic additions to the loop stay resumable.
-    let mut rng = Rng::new(t.seed);
+    let mut rng = Xoshiro256StarStar::new(t.seed);
     let loader_seed = rng.next_u64();
     let mut loader = BatchLoader::new(train_shards, t.batch_size, t.seq_len, loader_seed)?;
     let mut model: Model<f32>;
@@ -244,9 +231,12 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
     let mask = AttnMask::causal(t.seq_len);
     let mut batch = Batch::default();
     let flops_per_token = cfg.model.train_flops_per_token(t.seq_len);
-    let peak = sgemm_peak_flops();
+    // Measured here, then again through the run and at its end (outside the timed steps):
+    // one burst taken while the machine is busy must not set the MFU denominator.
+    let mut peak = Peak::measure(rayon::current_num_threads());
     let tokens_per_step = cfg.tokens_per_step() as u64;
-    let pb = progress_bar(opts.progress, t.steps, start_step);
+    let pb = Progress::bar(opts.progress, "train", t.steps, Counter::Count("steps"));
+    pb.set_position(start_step);
 
     let (mut run_secs, mut run_tokens) = (0.0f64, 0u64);
     let mut last_loss = f64::NAN;
@@ -277,7 +267,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
         last_loss = loss;
 
         let tps = run_tokens as f64 / run_secs.max(1e-9);
-        let mfu = tps * flops_per_token / peak;
+        let mfu = tps * flops_per_token / peak.flops();
         log.write(&Record {
             step,
             loss: Some(loss),
@@ -300,7 +290,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
                 val_bpb: Some(v.bits_per_byte),
                 ..Record::default()
             })?;
-            pb.println(format!(
+            pb.println(&format!(
                 "step {step}: val loss {:.4} nats/token, {:.4} bits/byte ({} tokens)",
                 v.loss, v.bits_per_byte, v.tokens
             ));
@@ -313,8 +303,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
             checkpoint::save_checkpoint(&dir, &model.params, &opt.m, &opt.v, &state, &tokenizer_json)?;
             checkpoint::prune_checkpoints(out, cfg.checkpoint.keep)?;
         }
+        peak.burst_if_due();
     }
-    pb.finish_and_clear();
+    pb.finish();
+    peak.finish_run();
 
     // A run resumed after its last step still reports validation figures.
     let val = match last_val {
@@ -322,7 +314,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
         None => evaluate(&model, &mut acts, &val_shards, &tokenizer, cfg.eval.tokens)?,
     };
     let model_dir = out.join(MODEL_DIR);
-    checkpoint::save_model_folder(&model_dir, &cfg.model, &model.params, &tokenizer_json)?;
+    model_folder::write(&model_dir, &cfg.model, &model.params, &tokenizer_json)?;
     let records = metrics::read_records(&metrics_path)?;
     if last_loss.is_nan() {
         last_loss = records.iter().rev().find_map(|r| r.loss).unwrap_or(f64::NAN);
@@ -351,8 +343,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
         train_flops: flops_per_token * state.tokens_seen as f64,
         train_secs: state.elapsed_secs,
         tokens_per_sec,
-        mfu: tokens_per_sec * flops_per_token / peak,
-        peak_flops: peak,
+        mfu: tokens_per_sec * flops_per_token / peak.flops(),
+        peak,
         final_loss: last_loss,
         val_loss: val.loss,
         val_bpb: val.bits_per_byte,

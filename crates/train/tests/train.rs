@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
 use ferrogpt_train::checkpoint::{self, list_checkpoints};
 use ferrogpt_train::metrics::{read_records, Record};
-use ferrogpt_train::speedrun::{build_corpus, Corpus, CorpusSpec};
 use ferrogpt_train::{train, TrainConfig, TrainOptions};
 
 /// One corpus per test binary (tokenizer training is the slow part).
@@ -16,7 +16,7 @@ fn corpus() -> &'static (tempfile::TempDir, Corpus) {
         let dir = tempfile::tempdir().unwrap();
         let spec = CorpusSpec {
             man_pages: false,
-            synthetic: vec![("arithmetic".into(), 1500), ("counting".into(), 500)],
+            synthetic: vec![SyntheticSource::new("arithmetic", 1500), SyntheticSource::new("counting", 500)],
             vocab_size: 300,
             tokenizer_bytes: 1 << 20,
             max_bytes: 1 << 20,
@@ -106,7 +106,7 @@ fn same_seed_gives_the_same_loss_curve_and_loss_falls() {
     for f in ["model.safetensors", "config.json", "tokenizer.json", "checksums.json"] {
         assert!(sa.model_dir.join(f).is_file(), "{f}");
     }
-    checkpoint::verify_checksums(&sa.model_dir).unwrap();
+    ferrogpt_infer::model_folder::verify_checksums(&sa.model_dir).unwrap();
     assert!(std::fs::read_to_string(&sa.loss_curve).unwrap().starts_with("<svg"));
 }
 

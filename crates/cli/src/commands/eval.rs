@@ -4,10 +4,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use ferrogpt_evals::completion::{Completion, CompletionFn, HttpConfig, Loglikelihood};
+use ferrogpt_evals::data::DataAccess;
+use ferrogpt_evals::evalset::{self, SetEvent, SetOptions};
 use ferrogpt_evals::log::RunLog;
 use ferrogpt_evals::registry::Registry;
 use ferrogpt_evals::runner::{self, Resolver, RunOptions};
@@ -50,6 +51,10 @@ pub struct RunFlags {
     /// Request cache folder (default $FERROGPT_CACHE/evals-requests or ~/.cache/ferrogpt/evals-requests)
     #[arg(long = "cache-dir")]
     cache_dir: Option<PathBuf>,
+    /// Let registry entries read data files outside their registry's data/ folder (absolute
+    /// paths, `..`), as upstream does; only for registries you trust
+    #[arg(long = "allow-data-outside-registry")]
+    allow_data_outside_registry: bool,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
@@ -143,15 +148,15 @@ fn cache_root() -> PathBuf {
     home.join(".cache").join("ferrogpt")
 }
 
-fn http_config(flags: &RunFlags) -> HttpConfig {
+fn http_config(flags: &RunFlags) -> anyhow::Result<HttpConfig> {
     let mut http = HttpConfig::from_env();
     if let Some(b) = &flags.api_base {
         http.base_url = b.clone();
     }
-    http.timeout = Duration::from_secs_f64(flags.timeout.max(0.001));
+    http.set_timeout_secs(flags.timeout).context("--timeout")?;
     http.max_retries = flags.max_retries;
     http.cache_dir = (!flags.no_cache).then(|| flags.cache_dir.clone().unwrap_or_else(|| cache_root().join("evals-requests")));
-    http
+    Ok(http)
 }
 
 fn load_registry(extra: &[PathBuf]) -> anyhow::Result<Registry> {
@@ -250,7 +255,7 @@ type ResolvedFns = (Vec<String>, Vec<Arc<dyn CompletionFn>>);
 fn resolve_fns(registry: &Registry, flags: &RunFlags, names: &str) -> anyhow::Result<ResolvedFns> {
     let resolver = Resolver {
         registry,
-        http: http_config(flags),
+        http: http_config(flags)?,
         local: Some(&load_local),
     };
     let names: Vec<String> = names.split(',').map(str::to_string).collect();
@@ -271,6 +276,11 @@ fn options(flags: &RunFlags, names: Vec<String>, record_path: Option<PathBuf>) -
         created_by: flags.user.clone(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         builtin_root: runner::builtin_registry(),
+        data_access: if flags.allow_data_outside_registry {
+            DataAccess::Anywhere
+        } else {
+            DataAccess::RegistryOnly
+        },
         show_progress: !flags.quiet,
         extra_eval_params: parse_extra(&flags.extra_eval_params)?,
     })
@@ -322,52 +332,23 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
 }
 
-fn progress_file(model: &str, set: &str) -> PathBuf {
-    let safe = |s: &str| s.replace(['/', ','], "_");
-    std::env::temp_dir()
-        .join("ferrogpt-evalset")
-        .join(format!("{}.{}.progress.txt", safe(model), safe(set)))
-}
-
-fn read_progress(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 pub fn run_set(args: EvalsetArgs) -> anyhow::Result<()> {
     let registry = load_registry(&args.flags.registry_path)?;
     let specs = registry.get_eval_set(&args.eval_set)?;
     let (names, fns) = resolve_fns(&registry, &args.flags, &args.completion_fn)?;
-    let progress = progress_file(&args.completion_fn, &args.eval_set);
-    if args.no_resume {
-        let _ = std::fs::remove_file(&progress);
-    }
-    let done = read_progress(&progress);
-    if let Some(parent) = progress.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let mut failures = Vec::new();
-    for spec in &specs {
-        if done.contains(&spec.key) {
-            println!("skipping {} (done in an earlier run; --no-resume to redo)", spec.key);
-            continue;
-        }
-        let opts = options(&args.flags, names.clone(), None)?;
-        match runner::run_eval(&registry, spec, &fns, &opts) {
-            Ok(outcome) => {
-                print_report(&outcome);
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&progress)?;
-                writeln!(f, "{}", spec.key)?;
-            }
-            Err(e) if args.no_exit_on_error => {
-                eprintln!("{}: {e}", spec.key);
-                failures.push(spec.key.clone());
-            }
-            Err(e) => return Err(e).with_context(|| format!("eval {}", spec.key)),
-        }
-    }
-    anyhow::ensure!(failures.is_empty(), "{} evals failed: {}", failures.len(), failures.join(", "));
+    let opts = options(&args.flags, names, None)?;
+    let set = SetOptions {
+        progress_file: evalset::progress_file(&args.completion_fn, &args.eval_set),
+        resume: !args.no_resume,
+        keep_going: args.no_exit_on_error,
+    };
+    let outcome = evalset::run_eval_set(&registry, &specs, &fns, &opts, &set, |event| match event {
+        SetEvent::Skipped { key } => println!("skipping {key} (done in an earlier run; --no-resume to redo)"),
+        SetEvent::Finished(run) => print_report(run),
+        SetEvent::Failed { key, error } => eprintln!("{key}: {error}"),
+    })?;
+    let failed: Vec<&str> = outcome.failed.iter().map(|(key, _)| key.as_str()).collect();
+    anyhow::ensure!(failed.is_empty(), "{} evals failed: {}", failed.len(), failed.join(", "));
     println!("eval set {}: {} evals done", args.eval_set, specs.len());
     Ok(())
 }

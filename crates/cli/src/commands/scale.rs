@@ -1,14 +1,15 @@
-//! `ferrogpt scale run | predict | verify | report | plan`: predictable scaling
-//! (issue 4). The work is in ferrogpt-scaling; this file parses arguments.
+//! `ferrogpt scale run | predict | verify | report | plan | backtest`: predictable
+//! scaling (issue 4). The work is in ferrogpt-scaling (`pipeline`); this file turns
+//! flags into its requests and prints what comes back.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ferrogpt_scaling::ladder::{preset_text, Ladder, PRESETS};
-use ferrogpt_scaling::pipeline::{bind_ladder, load_bound, run_ladder, train_target, verify_registered, RunOptions};
-use ferrogpt_scaling::predict::{register, RegisterInput};
+use ferrogpt_scaling::pipeline::{
+    backtest_folder, fit_rungs, load_bound, predict as predict_folder, run_ladder, verify_predictions, PredictRequest, RunOptions,
+};
 use ferrogpt_scaling::report::write_report;
-use ferrogpt_scaling::sweep::{finished, finished_rungs, prepare_data, LadderBar};
 
 #[derive(clap::Subcommand)]
 pub enum ScaleCommand {
@@ -202,33 +203,16 @@ fn print_verification(path: &Path, v: &ferrogpt_scaling::predict::Verification) 
 }
 
 fn predict(a: PredictArgs) -> anyhow::Result<()> {
-    let (ladder, text) = load_bound(&a.out)?;
-    bind_ladder(&a.out, &text)?;
-    let shape = ladder
-        .target(&a.target)
-        .with_context(|| format!("`{}` is not a [[target]] of ladder `{}`", a.target, ladder.name))?;
-    anyhow::ensure!(
-        a.max_fraction > 0.0 && a.max_fraction < 1.0,
-        "--max-fraction {} must be in (0, 1)",
-        a.max_fraction
-    );
-    let name = a.name.unwrap_or_else(|| format!("{:.0}x-{}", 1.0 / a.max_fraction, a.target));
-    let data = prepare_data(&ladder, &a.out, false)?;
-    let records = finished_rungs(&ladder, &a.out)?;
-    let (p, path) = register(
-        &RegisterInput {
-            ladder: &ladder,
-            ladder_text: &text,
-            manifest: &data.manifest,
-            out: &a.out,
-            name: &name,
-            target: &ladder.plan(shape),
+    let (p, path) = predict_folder(
+        &a.out,
+        &PredictRequest {
+            target: a.target,
             max_fraction: a.max_fraction,
             capability_max_fraction: a.capability_max_fraction,
-            requested: a.rungs.as_deref(),
+            name: a.name,
+            rungs: a.rungs,
             force: a.force,
         },
-        &records,
     )?;
     println!(
         "registered `{}` at {}: target `{}` ({:.3e} FLOPs) predicted {:.4} bits/byte, 90% interval [{:.4}, {:.4}], \
@@ -248,41 +232,8 @@ fn predict(a: PredictArgs) -> anyhow::Result<()> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let (ladder, _) = load_bound(&a.out)?;
-    let regs = ferrogpt_scaling::report::registered(&ladder, &a.out)?;
-    let chosen: Vec<_> = match &a.name {
-        Some(names) => {
-            for n in names {
-                anyhow::ensure!(
-                    regs.iter().any(|r| &r.prediction.name == n),
-                    "no registered prediction `{n}` in {}: run `ferrogpt scale predict` first",
-                    a.out.display()
-                );
-            }
-            regs.iter().filter(|r| names.contains(&r.prediction.name)).collect()
-        }
-        None => regs.iter().collect(),
-    };
-    anyhow::ensure!(
-        !chosen.is_empty(),
-        "no registered predictions in {}: run `ferrogpt scale predict` first",
-        a.out.display()
-    );
-    let data = prepare_data(&ladder, &a.out, !a.quiet)?;
-    for r in chosen {
-        let target = ladder.target(&r.prediction.target).with_context(|| {
-            format!(
-                "prediction `{}`: no target `{}` in the ladder",
-                r.prediction.name, r.prediction.target
-            )
-        })?;
-        let bar = LadderBar::new(!a.quiet, ladder.plan(target).train_flops);
-        let record = train_target(&ladder, &r.prediction.target, &data, &a.out, &bar)?;
-        bar.finish();
-        let (path, v) = verify_registered(&ladder, &a.out, &r.prediction.name, &record)?;
-        print_verification(&path, &v);
-    }
-    println!("report: {}", write_report(&ladder, &a.out)?.display());
+    let report = verify_predictions(&a.out, a.name.as_deref(), !a.quiet, print_verification)?;
+    println!("report: {}", report.display());
     Ok(())
 }
 
@@ -318,12 +269,7 @@ fn plan(a: LadderArg) -> anyhow::Result<()> {
     for pr in &ladder.predictions {
         if let Some(t) = ladder.target(&pr.target) {
             let limit = pr.max_fraction * ladder.plan(t).train_flops;
-            let fit: Vec<&str> = ladder
-                .rungs
-                .iter()
-                .filter(|s| s.tokens_per_param.is_none() && ladder.plan(s).train_flops <= limit)
-                .map(|s| s.name.as_str())
-                .collect();
+            let fit = fit_rungs(&ladder, pr);
             println!(
                 "prediction `{}`: fit on {} ({} rungs <= {limit:.2e} FLOPs)",
                 pr.name,
@@ -336,13 +282,8 @@ fn plan(a: LadderArg) -> anyhow::Result<()> {
 }
 
 fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.max_flops > 0.0, "--max-flops {} must be positive", a.max_flops);
-    let (ladder, _) = load_bound(&a.out)?;
-    let mut records = finished_rungs(&ladder, &a.out)?;
-    for t in &ladder.targets {
-        records.extend(finished(&a.out, &t.name, 0)?);
-    }
-    let b = ferrogpt_scaling::predict::backtest(&records, a.max_flops)?;
+    let outcome = backtest_folder(&a.out, a.max_flops)?;
+    let b = &outcome.loss;
     println!(
         "hindsight fit (not a registered prediction) on {} runs <= {:.3e} FLOPs: {}",
         b.fit_runs.len(),
@@ -383,8 +324,8 @@ fn backtest(a: BacktestArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    if let Some(cap) = ferrogpt_scaling::measure::capability_backtest(&ladder, &a.out, &records, a.max_flops)? {
-        print_capability_backtest(&cap);
+    if let Some(cap) = &outcome.capability {
+        print_capability_backtest(cap);
     }
     Ok(())
 }

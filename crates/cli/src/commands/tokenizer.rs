@@ -43,18 +43,17 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     let sources = args.sources.iter().map(|s| s.parse::<Source>()).collect::<Result<Vec<_>, _>>()?;
     let texts = sample_texts(&sources, args.seed, args.max_bytes, true)?;
     let bytes: usize = texts.iter().map(String::len).sum();
-    let spinner = indicatif::ProgressBar::new_spinner();
+    let spinner = ferrogpt_progress::Progress::spinner(true, "tokenizer");
     spinner.set_message(format!(
         "learning {} BPE merges from {:.1} MB of text",
         args.vocab_size,
         bytes as f64 / 1e6
     ));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let started = std::time::Instant::now();
     // Keep a small sample to report the compression the tokenizer reaches.
     let probe: Vec<String> = texts.iter().take(200).cloned().collect();
     let tokenizer = Tokenizer::train(texts.into_iter(), args.vocab_size)?;
-    spinner.finish_and_clear();
+    spinner.finish();
     tokenizer
         .save(&args.out)
         .with_context(|| format!("saving {}", args.out.display()))?;

@@ -29,13 +29,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("training with {}", args.config.display()))?;
     println!(
-        "trained {} steps ({} tokens) in {:.1}s: {:.0} tokens/s, MFU {:.1}% of measured sgemm peak ({:.1} GFLOP/s)",
+        "trained {} steps ({} tokens) in {:.1}s: {:.0} tokens/s, MFU {:.1}% {}",
         s.steps,
         s.tokens,
         s.train_secs,
         s.tokens_per_sec,
         s.mfu * 100.0,
-        s.peak_flops / 1e9
+        s.peak.describe()
     );
     println!(
         "final train loss {:.4} nats/token; validation {:.4} nats/token = {:.4} bits/byte",

@@ -21,10 +21,10 @@ pub const ROW_CHUNK: usize = 32;
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use crate::rng::Rng;
+    use ferrogpt_rng::Xoshiro256StarStar;
 
     pub fn randn(n: usize, seed: u64) -> Vec<f64> {
-        let mut r = Rng::new(seed);
+        let mut r = Xoshiro256StarStar::new(seed);
         (0..n).map(|_| r.normal()).collect()
     }
 

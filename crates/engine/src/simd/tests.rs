@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::quant::{quantize_q8_0, Q8_0_BLOCK};
-use crate::rng::Rng;
+use ferrogpt_rng::Xoshiro256StarStar;
 
 /// Runs `$body` once per supported path with `$isa` bound to its token.
 macro_rules! each_isa {
@@ -31,7 +31,7 @@ macro_rules! each_isa {
 }
 
 fn randn(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng::new(seed);
+    let mut r = Xoshiro256StarStar::new(seed);
     (0..n).map(|_| r.normal() as f32).collect()
 }
 

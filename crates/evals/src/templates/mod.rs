@@ -137,6 +137,8 @@ pub struct BuildCtx<'a> {
     pub spec: &'a EvalSpec,
     pub registry: &'a Registry,
     pub builtin_root: Option<&'a Path>,
+    /// Where the entry's data files may live.
+    pub data_access: crate::data::DataAccess,
     /// How many completion functions the run was given.
     pub n_fns: usize,
 }
@@ -182,7 +184,7 @@ impl BuildCtx<'_> {
     }
 
     fn data_path(&self, rel: &str) -> Result<PathBuf> {
-        crate::data::resolve(rel, &self.spec.registry_path, self.builtin_root)
+        crate::data::resolve(rel, &self.spec.registry_path, self.builtin_root, self.data_access)
     }
 
     fn samples_path(&self) -> Result<PathBuf> {

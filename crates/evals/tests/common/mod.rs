@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ferrogpt_evals::completion::{Completion, CompletionFn};
+use ferrogpt_evals::data::DataAccess;
 use ferrogpt_evals::registry::{EvalSpec, Registry};
 use ferrogpt_evals::templates::{self, BuildCtx, ReportCtx, SampleCtx};
 use ferrogpt_evals::Result;
@@ -68,6 +69,7 @@ pub fn eval_one(registry: &Registry, spec: &EvalSpec, fns: &[Arc<dyn CompletionF
         spec,
         registry,
         builtin_root: None,
+        data_access: DataAccess::RegistryOnly,
         n_fns: fns.len(),
     })?;
     let mut ctx = SampleCtx::new("conf.test.0".into(), fns);
@@ -81,6 +83,7 @@ pub fn report_of(registry: &Registry, spec: &EvalSpec, fns: &[Arc<dyn Completion
         spec,
         registry,
         builtin_root: None,
+        data_access: DataAccess::RegistryOnly,
         n_fns: fns.len(),
     })
     .unwrap();
