@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use ferrogpt_evals::{data, Registry};
+use ferrogpt_evals::data::{self, DataAccess};
+use ferrogpt_evals::Registry;
 
 use crate::{split_parts, write_scratch};
 
@@ -52,7 +53,7 @@ fn exercise_registry(root: &Path) {
 }
 
 fn check_jsonl(root: &Path, text: &[u8]) {
-    let Ok(path) = data::resolve("samples.jsonl", root, None) else {
+    let Ok(path) = data::resolve("samples.jsonl", root, None, DataAccess::RegistryOnly) else {
         panic!("the samples file written under data/ does not resolve");
     };
     if let Ok(rows) = data::read_jsonl(&path) {

@@ -21,6 +21,7 @@ pub mod eval_registry;
 pub mod fixtures;
 pub mod json_mode;
 pub mod model_folder;
+mod request;
 pub mod request_chat;
 pub mod request_completion;
 pub mod safetensors;

@@ -1,41 +1,16 @@
 //! `/v1/completions` request bodies: any bytes either parse into a request inside the
 //! documented bounds or are rejected with a 400 that says why.
 
-use serde_json::Value;
+use ferrogpt_infer::request::CompletionPrompt;
+use ferrogpt_serve::api::{parse_completion, CompletionBody};
 
-/// The code under test: the server's body parsing, which hands what the model is asked to do
-/// to `ferrogpt_infer::request`.
-mod under_test {
-    pub use ferrogpt_infer::request::CompletionPrompt;
-    pub use ferrogpt_serve::api::{parse_body, parse_completion, CompletionBody};
-
-    /// Body bytes to a request, or the client-facing rejection (status, message).
-    pub fn parse(body: &[u8]) -> Result<CompletionBody, (u16, String)> {
-        parse_body(body)
-            .and_then(|map| parse_completion(&map))
-            .map_err(|e| (e.status.as_u16(), e.message))
-    }
-}
-
-use crate::request_chat::check_sampling;
-use under_test::CompletionPrompt;
+use crate::request::{check_parse, check_sampling};
 
 pub fn run(data: &[u8], _scratch: &std::path::Path) {
-    let is_object = matches!(serde_json::from_slice::<Value>(data), Ok(Value::Object(_)));
-    match under_test::parse(data) {
-        Err((status, message)) => {
-            assert_eq!(status, 400, "a malformed request is the client's fault: {message}");
-            assert!(!message.is_empty(), "a rejection must say why");
-        }
-        Ok(request) => {
-            assert!(is_object, "only a JSON object is a request");
-            check_bounds(&request);
-            assert_eq!(under_test::parse(data).ok(), Some(request));
-        }
-    }
+    check_parse(data, parse_completion, check_bounds);
 }
 
-fn check_bounds(body: &under_test::CompletionBody) {
+fn check_bounds(body: &CompletionBody) {
     assert!(!body.model.is_empty());
     let r = &body.request;
     assert!((1..=128).contains(&r.prompts.len()), "{} prompts", r.prompts.len());
