@@ -21,17 +21,18 @@ use tokio::sync::{mpsc, watch};
 
 use ferrogpt_infer::request::CompletionPrompt;
 use ferrogpt_infer::{
-    token_prompt, FinishReason, GenerationEvent, GenerationRequest, InferError, PromptTokens, SamplingParams, TokenLogprob,
+    token_prompt, ContentPart, FinishReason, GenerationEvent, GenerationRequest, InferError, PromptTokens, SamplingParams, TokenLogprob,
 };
 
 use crate::accounting::Accounting;
 use crate::api;
-use crate::backend::{Backend, GenEvent};
+use crate::backend::{Backend, GenEvent, SchedulerState};
 use crate::config::{ChatPageConfig, Config, SnapshotConfig, WaitlistConfig};
 use crate::error::{ApiError, ServeError};
 use crate::ledger::LedgerWriter;
 use crate::metrics::Metrics;
 use crate::ratelimit::{AddressLimiter, Clock, Denied, LimitState, RateLimiter};
+use crate::seats::{Seats, SeatsRefused, SequenceSeats};
 use crate::store::{KeyRecord, Store, OUTCOME_INTERRUPTED};
 
 /// One servable snapshot and the model behind it.
@@ -39,6 +40,23 @@ pub struct ModelEntry {
     pub config: SnapshotConfig,
     pub context_length: usize,
     pub backend: Arc<dyn Backend>,
+    seats: Arc<SequenceSeats>,
+}
+
+impl ModelEntry {
+    /// Refuses, before tokenizing it, text that cannot fit the context. Tokenizing is linear
+    /// but not free (up to the body limit of 8 MiB), and every token of the model's byte-level
+    /// BPE stands for at most `max_token_bytes` bytes of the text, its bytes in order: text of
+    /// more than `context x max_token_bytes` bytes needs more than `context` tokens, however
+    /// it is split. The bound is sound (it never refuses text that fits) and tight for text of
+    /// the longest tokens; text that passes is tokenized and checked exactly.
+    fn check_prompt_bytes(&self, param: &str, bytes: usize) -> Result<(), ApiError> {
+        let max_bytes = self.context_length.saturating_mul(self.backend.max_token_bytes().max(1));
+        if bytes > max_bytes {
+            return Err(ApiError::prompt_bytes_exceed_context(param, self.context_length, bytes, max_bytes));
+        }
+        Ok(())
+    }
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -90,6 +108,7 @@ impl AppState {
                     config: snap.clone(),
                     context_length,
                     backend,
+                    seats: SequenceSeats::new(config.server.max_sequences_per_model, config.server.max_sequences_per_key),
                 },
             );
         }
@@ -132,6 +151,21 @@ impl AppState {
         self.ledger.flush();
     }
 
+    /// Sequences `snapshot` holds now, running or waiting (0 for an unknown snapshot).
+    #[cfg(test)]
+    pub(crate) fn sequences_held(&self, snapshot: &str) -> usize {
+        self.models.get(snapshot).map_or(0, |m| m.seats.held())
+    }
+
+    /// The snapshot `name` (a snapshot id or an alias) stands for, if `key` may use it.
+    fn model_for<'a>(&'a self, key: &KeyRecord, name: &str) -> Result<(&'a str, &'a ModelEntry), ApiError> {
+        self.resolve(name)
+            .filter(|(snap, alias)| key.may_use(snap, *alias))
+            .and_then(|(snap, _)| self.models.get_key_value(snap))
+            .map(|(snap, entry)| (snap.as_str(), entry))
+            .ok_or_else(|| ApiError::model_not_found(name))
+    }
+
     /// Resolves an alias or snapshot id to (snapshot id, alias used).
     fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a str, Option<&'a str>)> {
         if self.models.contains_key(name) {
@@ -170,8 +204,25 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-async fn health() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+/// Each model's scheduler: its state, the panics it recovered from, and the sequences it holds.
+/// `ok` (200) while every scheduler runs, else `degraded` (503) for load balancers to see.
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let mut models = Map::new();
+    let mut all_running = true;
+    for (id, m) in &st.models {
+        let stats = m.backend.stats();
+        all_running &= stats.state == SchedulerState::Running;
+        models.insert(
+            id.clone(),
+            json!({"state": stats.state.as_str(), "restarts": stats.restarts, "sequences": m.seats.held()}),
+        );
+    }
+    let (status, word) = if all_running {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    };
+    (status, axum::Json(json!({"status": word, "models": models}))).into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
@@ -426,29 +477,43 @@ struct Admitted {
     include_usage: bool,
     echo: bool,
     headers: HeaderMap,
+    /// The places of the request's sequences in the model's bound, given back when the
+    /// request ends (this is dropped).
+    _seats: Seats,
     acct: Accounting,
 }
 
-/// Everything both endpoints share after parsing: resolve, check access and context, reserve.
-#[allow(clippy::too_many_arguments)]
-fn admit(
-    st: &Arc<AppState>,
-    key: &KeyRecord,
+/// A parsed request of either endpoint, its model resolved and its prompts tokenized.
+struct Admission<'a> {
     endpoint: Endpoint,
-    model_name: &str,
+    /// The snapshot id the request's model name resolved to.
+    snapshot: &'a str,
+    /// One token list per prompt; each yields `n` choices.
     prompts: Vec<PromptTokens>,
-    params: &SamplingParams,
+    params: SamplingParams,
     n: usize,
     prompt_logprobs: bool,
     stream: bool,
     include_usage: bool,
     echo: bool,
+    /// From the chat page, whose per-key message cap applies.
     chat_page: bool,
-) -> Result<Admitted, ApiError> {
-    let (snapshot, _) = st
-        .resolve(model_name)
-        .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .ok_or_else(|| ApiError::model_not_found(model_name))?;
+}
+
+/// Everything both endpoints share after parsing: check context and reserve.
+fn admit(st: &Arc<AppState>, key: &KeyRecord, req: Admission<'_>) -> Result<Admitted, ApiError> {
+    let Admission {
+        endpoint,
+        snapshot,
+        prompts,
+        params,
+        n,
+        prompt_logprobs,
+        stream,
+        include_usage,
+        echo,
+        chat_page,
+    } = req;
     let entry = &st.models[snapshot];
     params.check_vocabulary(entry.backend.vocab_size())?;
     let ctx = entry.context_length;
@@ -463,6 +528,15 @@ fn admit(
         }
     }
     let choices = (prompts.len() * n) as u64;
+    if choices as usize > entry.seats.per_key() {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "This request asks for {choices} completions; the server runs at most {} at once for one key. Please reduce 'n' or the number of prompts.",
+                entry.seats.per_key()
+            ),
+        ));
+    }
     let prompt_total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
     let reserve = prompt_total + choices * max_out as u64;
     let reservation = match st.limiter.admit(key.id, snapshot, reserve) {
@@ -499,6 +573,16 @@ fn admit(
             return Err(err.with_headers(&limit_headers(&state, retry, should_retry)));
         }
     };
+    // Refused for a full queue, the request still counts against RPM (as other refusals do),
+    // but its tokens are given back.
+    let seats = match entry.seats.take(key.id, choices as usize) {
+        Ok(seats) => seats,
+        Err(refused) => {
+            st.limiter.settle(reservation, 0);
+            st.metrics.rate_limited("queue");
+            return Err(queue_full(snapshot, refused));
+        }
+    };
     // The chat page's cap counts only messages that passed every other check, the rate limiter
     // included, so a retry after a refusal does not use up the user's allowance.
     if chat_page {
@@ -524,7 +608,7 @@ fn admit(
             prompt: Vec::new(),
             params: SamplingParams {
                 max_tokens: Some(max_out),
-                ..params.clone()
+                ..params
             },
             prompt_logprobs,
             // Fair admission between keys: one key's many sequences do not hold back another's.
@@ -535,6 +619,7 @@ fn admit(
         include_usage,
         echo,
         headers,
+        _seats: seats,
         acct: Accounting::open(
             st.clone(),
             reservation,
@@ -560,6 +645,24 @@ fn retry_headers(retry_after_s: f64) -> HeaderMap {
     insert(&mut headers, "retry-after", (retry_after_s.ceil().max(1.0) as u64).to_string());
     insert(&mut headers, "retry-after-ms", (retry_after_s * 1000.0).ceil().to_string());
     headers
+}
+
+/// When a client refused for a full queue should retry: sequences finish all the time on a
+/// busy model, so a short wait usually finds room; clients back off further on repeats.
+const QUEUE_FULL_RETRY_AFTER_S: f64 = 1.0;
+
+fn queue_full(snapshot: &str, refused: SeatsRefused) -> ApiError {
+    let message = match refused {
+        SeatsRefused::KeyFull { held, limit } => format!(
+            "Your key has {held} completions in flight on {snapshot}, and may have at most {limit} at once. Please try again once some have finished."
+        ),
+        SeatsRefused::ModelFull { limit } => {
+            format!("{snapshot} is running its most completions at once ({limit}). Please try again shortly.")
+        }
+    };
+    let mut headers = retry_headers(QUEUE_FULL_RETRY_AFTER_S);
+    insert(&mut headers, "x-should-retry", "true".to_string());
+    ApiError::queue_full(message).with_headers(&headers)
 }
 
 /// The headers of a rate-limit refusal: the limits' state, when to retry, and whether to.
@@ -1007,38 +1110,49 @@ async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, b
 async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
     let key = authenticate(st, headers).await?;
     let obj = read_body(st, body).await.map_err(|e| charge_refused(st, &key, None, e))?;
-    admit_chat(st, &key, &obj, from_page).map_err(|e| charge_refused(st, &key, Some(&obj), e))
+    admit_chat(st, &key, &obj, from_page)
+        .await
+        .map_err(|e| charge_refused(st, &key, Some(&obj), e))
 }
 
-fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>, from_page: bool) -> Result<Admitted, ApiError> {
+async fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>, from_page: bool) -> Result<Admitted, ApiError> {
     let req = api::parse_chat(obj)?;
-    let (snapshot, _) = st
-        .resolve(&req.model)
-        .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let prompt = st.models[snapshot]
-        .backend
-        .chat_prompt(&req.request.messages)
-        .map_err(|e| match e {
-            InferError::TextOnly { .. } => ApiError::invalid(
-                "messages",
-                format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
-            ),
-            other => ApiError::invalid("messages", other.to_string()),
-        })?;
+    let (snapshot, entry) = st.model_for(key, &req.model)?;
+    let text_bytes = req
+        .request
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .map(|part| match part {
+            ContentPart::Text(t) => t.len(),
+            ContentPart::Image(_) => 0,
+        })
+        .sum();
+    entry.check_prompt_bytes("messages", text_bytes)?;
+    let backend = entry.backend.clone();
+    let messages = req.request.messages;
+    let prompt = off_runtime(move || backend.chat_prompt(&messages)).await?.map_err(|e| match e {
+        InferError::TextOnly { .. } => ApiError::invalid(
+            "messages",
+            format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
+        ),
+        other => ApiError::invalid("messages", other.to_string()),
+    })?;
     admit(
         st,
         key,
-        Endpoint::Chat,
-        &req.model,
-        vec![PromptTokens { ids: prompt, added: 0 }],
-        &req.request.params,
-        req.request.n,
-        false,
-        req.stream,
-        req.include_usage,
-        false,
-        from_page,
+        Admission {
+            endpoint: Endpoint::Chat,
+            snapshot,
+            prompts: vec![PromptTokens { ids: prompt, added: 0 }],
+            params: req.request.params,
+            n: req.request.n,
+            prompt_logprobs: false,
+            stream: req.stream,
+            include_usage: req.include_usage,
+            echo: false,
+            chat_page: from_page,
+        },
     )
 }
 
@@ -1046,7 +1160,9 @@ async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
     let admitted = async {
         let key = authenticate(&st, &headers).await?;
         let obj = read_body(&st, body).await.map_err(|e| charge_refused(&st, &key, None, e))?;
-        admit_completion(&st, &key, &obj).map_err(|e| charge_refused(&st, &key, Some(&obj), e))
+        admit_completion(&st, &key, &obj)
+            .await
+            .map_err(|e| charge_refused(&st, &key, Some(&obj), e))
     }
     .await;
     match admitted {
@@ -1055,18 +1171,13 @@ async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: 
     }
 }
 
-fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>) -> Result<Admitted, ApiError> {
+async fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>) -> Result<Admitted, ApiError> {
     let req = api::parse_completion(obj)?;
-    let backend = st
-        .resolve(&req.model)
-        .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .map(|(snap, _)| st.models[snap].backend.clone())
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let vocab = backend.vocab_size();
-    let mut prompts = Vec::with_capacity(req.request.prompts.len());
+    let (snapshot, entry) = st.model_for(key, &req.model)?;
+    let vocab = entry.backend.vocab_size();
     for p in &req.request.prompts {
-        prompts.push(match p {
-            CompletionPrompt::Text(t) => backend.text_prompt(t),
+        match p {
+            CompletionPrompt::Text(t) => entry.check_prompt_bytes("prompt", t.len())?,
             CompletionPrompt::Tokens(ids) => {
                 if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
                     return Err(ApiError::invalid(
@@ -1074,10 +1185,21 @@ fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
                         format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
                     ));
                 }
-                token_prompt(ids.clone())
             }
-        });
+        }
     }
+    let backend = entry.backend.clone();
+    let given = req.request.prompts;
+    let prompts: Vec<PromptTokens> = off_runtime(move || {
+        given
+            .into_iter()
+            .map(|p| match p {
+                CompletionPrompt::Text(t) => backend.text_prompt(&t),
+                CompletionPrompt::Tokens(ids) => token_prompt(ids),
+            })
+            .collect()
+    })
+    .await?;
     // Empty means nothing of the client's: a text prompt's `<|bos|>` does not count.
     if prompts.iter().any(|p| p.ids.len() <= p.added) {
         return Err(ApiError::invalid("prompt", "'prompt' must not be empty."));
@@ -1087,17 +1209,28 @@ fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
     admit(
         st,
         key,
-        Endpoint::Completions,
-        &req.model,
-        prompts,
-        &req.request.params,
-        req.request.n,
-        echo,
-        req.stream,
-        req.include_usage,
-        echo,
-        false,
+        Admission {
+            endpoint: Endpoint::Completions,
+            snapshot,
+            prompts,
+            params: req.request.params,
+            n: req.request.n,
+            prompt_logprobs: echo,
+            stream: req.stream,
+            include_usage: req.include_usage,
+            echo,
+            chat_page: false,
+        },
     )
+}
+
+/// Runs CPU-bound work (tokenizing a prompt) on tokio's blocking pool, so that a long prompt
+/// does not hold up the runtime's workers and every connection they serve.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!("tokenizing task failed: {e}");
+        ApiError::server("The prompt could not be tokenized.")
+    })
 }
 
 /// The chat page's per-key message cap, checked before anything is generated.
