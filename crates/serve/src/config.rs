@@ -90,10 +90,11 @@ impl Default for ServerConfig {
             body_timeout_seconds: 30.0,
             batch_slots: 32,
             drain_seconds: 30.0,
-            // 16 full decode batches; a key may hold one request of the most sequences
-            // (ferrogpt-infer's MAX_SEQUENCES_PER_REQUEST) or several smaller ones.
+            // 16 full decode batches; one key may hold at most half of them, so others always
+            // find room (two requests of the most sequences a request may ask for, or more
+            // smaller ones).
             max_sequences_per_model: 512,
-            max_sequences_per_key: 128,
+            max_sequences_per_key: 256,
         }
     }
 }
