@@ -18,6 +18,7 @@
 
 mod accounting;
 pub mod api;
+mod auth;
 pub mod backend;
 pub mod config;
 pub mod engine;

@@ -26,6 +26,7 @@ use ferrogpt_infer::{
 
 use crate::accounting::Accounting;
 use crate::api;
+use crate::auth::ApiKey;
 use crate::backend::{Backend, GenEvent, SchedulerState};
 use crate::config::{ChatPageConfig, Config, SnapshotConfig, WaitlistConfig};
 use crate::error::{ApiError, ServeError};
@@ -230,49 +231,6 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats)).into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Looks the bearer key up on the store's key-lookup connections, off the async runtime.
-async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
-    let Some(secret) = bearer(headers).filter(|s| !s.is_empty()) else {
-        return Err(ApiError::invalid_api_key(
-            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        ));
-    };
-    let (store, presented) = (st.store.clone(), secret.to_string());
-    let found = tokio::task::spawn_blocking(move || store.authenticate(&presented)).await;
-    match found {
-        Ok(Ok(Some(key))) => Ok(key),
-        Ok(Ok(None)) => Err(ApiError::invalid_api_key(format!(
-            "Incorrect API key provided: {}. Create one with `ferrogpt keys create`.",
-            redact(secret)
-        ))),
-        Ok(Err(e)) => {
-            tracing::error!("key lookup failed: {e}");
-            Err(ApiError::server("The key store is unavailable."))
-        }
-        Err(e) => {
-            tracing::error!("key lookup task failed: {e}");
-            Err(ApiError::server("The key store is unavailable."))
-        }
-    }
-}
-
-/// Shows only the ends of a secret, as OpenAI does in its 401 message.
-fn redact(secret: &str) -> String {
-    let chars: Vec<char> = secret.chars().collect();
-    if chars.len() <= 8 {
-        return "sk-***".into();
-    }
-    let head: String = chars[..3.min(chars.len())].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}***{tail}")
-}
-
 fn model_json(id: &str, created: u64, context_length: usize, snapshot: Option<&str>) -> Value {
     let mut v = json!({
         "id": id,
@@ -305,23 +263,16 @@ fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Value> {
     out
 }
 
-async fn list_models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match authenticate(&st, &headers).await {
-        Ok(key) => axum::Json(json!({"object": "list", "data": visible_models(&st, &key)})).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn list_models(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> axum::Json<Value> {
+    axum::Json(json!({"object": "list", "data": visible_models(&st, &key)}))
 }
 
-async fn get_model(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let key = match authenticate(&st, &headers).await {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
+async fn get_model(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
     visible_models(&st, &key)
         .into_iter()
         .find(|m| m["id"] == id.as_str())
-        .map(|m| axum::Json(m).into_response())
-        .unwrap_or_else(|| ApiError::model_not_found(&id).into_response())
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::model_not_found(&id))
 }
 
 async fn read_body(st: &AppState, body: Body) -> Result<Map<String, Value>, ApiError> {
@@ -1100,15 +1051,12 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
     }
 }
 
-async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match chat_inner(&st, &headers, body, false).await {
-        Ok(adm) => run_admitted(adm).await,
-        Err(e) => e.into_response(),
-    }
+async fn chat_completions(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, body: Body) -> Result<Response, ApiError> {
+    let adm = chat_inner(&st, key, body, false).await?;
+    Ok(run_admitted(adm).await)
 }
 
-async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
-    let key = authenticate(st, headers).await?;
+async fn chat_inner(st: &Arc<AppState>, key: KeyRecord, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
     let obj = read_body(st, body).await.map_err(|e| charge_refused(st, &key, None, e))?;
     admit_chat(st, &key, &obj, from_page)
         .await
@@ -1156,19 +1104,12 @@ async fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
     )
 }
 
-async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = async {
-        let key = authenticate(&st, &headers).await?;
-        let obj = read_body(&st, body).await.map_err(|e| charge_refused(&st, &key, None, e))?;
-        admit_completion(&st, &key, &obj)
-            .await
-            .map_err(|e| charge_refused(&st, &key, Some(&obj), e))
-    }
-    .await;
-    match admitted {
-        Ok(adm) => run_admitted(adm).await,
-        Err(e) => e.into_response(),
-    }
+async fn completions(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, body: Body) -> Result<Response, ApiError> {
+    let obj = read_body(&st, body).await.map_err(|e| charge_refused(&st, &key, None, e))?;
+    let adm = admit_completion(&st, &key, &obj)
+        .await
+        .map_err(|e| charge_refused(&st, &key, Some(&obj), e))?;
+    Ok(run_admitted(adm).await)
 }
 
 async fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>) -> Result<Admitted, ApiError> {
@@ -1253,32 +1194,23 @@ fn take_page_message(st: &AppState, key: &KeyRecord) -> Result<(), ApiError> {
     }
 }
 
-async fn chat_page_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match chat_inner(&st, &headers, body, true).await {
-        Ok(adm) => run_admitted(adm).await,
-        Err(e) => e.into_response(),
-    }
+async fn chat_page_completions(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, body: Body) -> Result<Response, ApiError> {
+    let adm = chat_inner(&st, key, body, true).await?;
+    Ok(run_admitted(adm).await)
 }
 
-async fn chat_page_usage(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let key = match authenticate(&st, &headers).await {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
+async fn chat_page_usage(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> Result<axum::Json<Value>, ApiError> {
     let window = st.chat.window_hours * 3600.0;
-    match st.store.count_chat_messages(key.id, unix_now() as f64, window) {
-        Ok(used) => axum::Json(json!({
-            "used": used,
-            "cap": st.chat.messages_per_window,
-            "window_hours": st.chat.window_hours,
-            "key_name": key.name,
-        }))
-        .into_response(),
-        Err(e) => {
-            tracing::error!("chat usage read failed: {e}");
-            ApiError::server("The usage store is unavailable.").into_response()
-        }
-    }
+    let used = st.store.count_chat_messages(key.id, unix_now() as f64, window).map_err(|e| {
+        tracing::error!("chat usage read failed: {e}");
+        ApiError::server("The usage store is unavailable.")
+    })?;
+    Ok(axum::Json(json!({
+        "used": used,
+        "cap": st.chat.messages_per_window,
+        "window_hours": st.chat.window_hours,
+        "key_name": key.name,
+    })))
 }
 
 /// How long connections get to close after running requests were cut short at the drain
