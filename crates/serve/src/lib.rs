@@ -27,6 +27,7 @@ mod ledger;
 pub mod metrics;
 mod page;
 pub mod ratelimit;
+mod respond;
 mod seats;
 pub mod server;
 pub mod store;
