@@ -13,9 +13,30 @@ pub enum GenEvent {
     Failed(String),
 }
 
-/// Scheduler load, for `/metrics`.
+/// Whether a model's scheduler takes requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SchedulerState {
+    #[default]
+    Running,
+    /// Its thread has ended: requests for the model get a 503.
+    Stopped,
+}
+
+impl SchedulerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerState::Running => "running",
+            SchedulerState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Scheduler state and load, for `/health` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BackendStats {
+    pub state: SchedulerState,
+    /// Times the scheduler recovered from a panic by failing its sequences and starting over.
+    pub restarts: u64,
     pub waiting: usize,
     pub running: usize,
     pub last_batch_size: usize,
@@ -33,6 +54,9 @@ pub enum BackendError {
 pub trait Backend: Send + Sync {
     fn context_length(&self) -> usize;
     fn vocab_size(&self) -> usize;
+    /// The most bytes of text one token stands for (special tokens aside): a text of more
+    /// than `context_length x max_token_bytes` bytes cannot fit the context.
+    fn max_token_bytes(&self) -> usize;
     /// Token ids of a chat rendered with the model's template, ending in the assistant cue;
     /// [`InferError::TextOnly`] if a message has an image part the model cannot read.
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError>;

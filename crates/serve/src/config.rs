@@ -73,6 +73,12 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C, running requests get this many seconds to finish; then they are
     /// cut short (recorded as interrupted) and the server exits with the ledger written.
     pub drain_seconds: f64,
+    /// Sequences one model holds at once, running in a decode slot or waiting for one; a
+    /// request that would go past gets a 429 with `retry-after`.
+    pub max_sequences_per_model: usize,
+    /// Sequences one key holds at once on one model, so that one key's flood cannot fill the
+    /// model's share for everyone: another key's request still finds room.
+    pub max_sequences_per_key: usize,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +90,11 @@ impl Default for ServerConfig {
             body_timeout_seconds: 30.0,
             batch_slots: 32,
             drain_seconds: 30.0,
+            // 16 full decode batches; one key may hold at most half of them, so others always
+            // find room (two requests of the most sequences a request may ask for, or more
+            // smaller ones).
+            max_sequences_per_model: 512,
+            max_sequences_per_key: 256,
         }
     }
 }
@@ -214,6 +225,11 @@ impl Config {
         }
         if self.server.batch_slots == 0 {
             return Err(err("[server] batch_slots must be at least 1".into()));
+        }
+        if self.server.max_sequences_per_key == 0 || self.server.max_sequences_per_model < self.server.max_sequences_per_key {
+            return Err(err(
+                "[server] max_sequences_per_key must be at least 1 and at most max_sequences_per_model".into(),
+            ));
         }
         // Both become Durations, which must be finite and not negative.
         if !(self.server.body_timeout_seconds > 0.0 && self.server.body_timeout_seconds <= 86_400.0) {

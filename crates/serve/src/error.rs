@@ -112,6 +112,27 @@ impl ApiError {
         e
     }
 
+    /// 429 when a model (or the key's share of it) holds as many sequences as it may: retry
+    /// once some have finished.
+    pub fn queue_full(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "requests", message);
+        e.code = Some("queue_full");
+        e
+    }
+
+    /// 400 for a prompt whose length in bytes alone shows that it cannot fit the context:
+    /// refused before it is tokenized.
+    pub fn prompt_bytes_exceed_context(param: &str, context: usize, bytes: usize, max_bytes: usize) -> Self {
+        let mut e = Self::invalid(
+            param,
+            format!(
+                "This model's maximum context length is {context} tokens, which hold at most {max_bytes} bytes of text. However, your prompt is {bytes} bytes long. Please reduce the length of the prompt."
+            ),
+        );
+        e.code = Some("context_length_exceeded");
+        e
+    }
+
     /// 429 for the chat page's per-user message cap.
     pub fn usage_cap(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "usage_cap", message);

@@ -8,7 +8,9 @@
 //! are written by one thread (`ledger`) on a connection of its own.
 //!
 //! It also owns the scheduler thread of [`engine::EngineBackend`], which drives ferrogpt-infer's
-//! batch decoder and passes it each request's API key as its fair-admission group. The HTTP
+//! batch decoder and passes it each request's API key as its fair-admission group, and recovers
+//! it from a panic (the batch fails with a 500, the scheduler starts over, `/health` tells).
+//! `seats` bounds the sequences a model, and each key on it, holds at once. The HTTP
 //! layer reaches models only through the [`backend::Backend`] trait. It must not touch the
 //! transformer, the KV cache, generation (the decoder, sampling, JSON mode, the BOS policy),
 //! the chat template or the translation of request fields into generation inputs: those are
@@ -16,6 +18,7 @@
 
 mod accounting;
 pub mod api;
+mod auth;
 pub mod backend;
 pub mod config;
 pub mod engine;
@@ -24,6 +27,8 @@ mod ledger;
 pub mod metrics;
 mod page;
 pub mod ratelimit;
+mod respond;
+mod seats;
 pub mod server;
 pub mod store;
 

@@ -155,6 +155,11 @@ impl Metrics {
             ("ferrogpt_scheduler_steps_total", "Forward passes run by the scheduler.", |s| {
                 s.steps
             }),
+            (
+                "ferrogpt_scheduler_restarts_total",
+                "Times the scheduler recovered from a panic, failing the sequences it held.",
+                |s| s.restarts,
+            ),
         ] {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -183,12 +188,15 @@ mod tests {
                 running: 3,
                 last_batch_size: 3,
                 steps: 9,
+                restarts: 1,
+                ..BackendStats::default()
             },
         )]);
         assert!(text.contains("ferrogpt_requests_total{endpoint=\"chat\",status=\"200\"} 2"));
         assert!(text.contains("ferrogpt_request_duration_seconds_bucket{endpoint=\"chat\",le=\"0.025\"} 1"));
         assert!(text.contains("ferrogpt_request_duration_seconds_bucket{endpoint=\"chat\",le=\"+Inf\"} 2"));
         assert!(text.contains("ferrogpt_queue_depth{model=\"m\"} 2"));
+        assert!(text.contains("ferrogpt_scheduler_restarts_total{model=\"m\"} 1"));
         assert!(text.contains("ferrogpt_completion_tokens_total{model=\"m\"} 4"));
     }
 }

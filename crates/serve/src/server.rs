@@ -21,17 +21,20 @@ use tokio::sync::{mpsc, watch};
 
 use ferrogpt_infer::request::CompletionPrompt;
 use ferrogpt_infer::{
-    token_prompt, FinishReason, GenerationEvent, GenerationRequest, InferError, PromptTokens, SamplingParams, TokenLogprob,
+    token_prompt, ContentPart, FinishReason, GenerationEvent, GenerationRequest, InferError, PromptTokens, SamplingParams, TokenLogprob,
 };
 
 use crate::accounting::Accounting;
 use crate::api;
-use crate::backend::{Backend, GenEvent};
+use crate::auth::ApiKey;
+use crate::backend::{Backend, GenEvent, SchedulerState};
 use crate::config::{ChatPageConfig, Config, SnapshotConfig, WaitlistConfig};
 use crate::error::{ApiError, ServeError};
 use crate::ledger::LedgerWriter;
 use crate::metrics::Metrics;
 use crate::ratelimit::{AddressLimiter, Clock, Denied, LimitState, RateLimiter};
+use crate::respond::{chat_logprobs, echo_text, echoed, legacy_logprobs, sampled, usage_json};
+use crate::seats::{Seats, SeatsRefused, SequenceSeats};
 use crate::store::{KeyRecord, Store, OUTCOME_INTERRUPTED};
 
 /// One servable snapshot and the model behind it.
@@ -39,6 +42,23 @@ pub struct ModelEntry {
     pub config: SnapshotConfig,
     pub context_length: usize,
     pub backend: Arc<dyn Backend>,
+    seats: Arc<SequenceSeats>,
+}
+
+impl ModelEntry {
+    /// Refuses, before tokenizing it, text that cannot fit the context. Tokenizing is linear
+    /// but not free (up to the body limit of 8 MiB), and every token of the model's byte-level
+    /// BPE stands for at most `max_token_bytes` bytes of the text, its bytes in order: text of
+    /// more than `context x max_token_bytes` bytes needs more than `context` tokens, however
+    /// it is split. The bound is sound (it never refuses text that fits) and tight for text of
+    /// the longest tokens; text that passes is tokenized and checked exactly.
+    fn check_prompt_bytes(&self, param: &str, bytes: usize) -> Result<(), ApiError> {
+        let max_bytes = self.context_length.saturating_mul(self.backend.max_token_bytes().max(1));
+        if bytes > max_bytes {
+            return Err(ApiError::prompt_bytes_exceed_context(param, self.context_length, bytes, max_bytes));
+        }
+        Ok(())
+    }
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -90,6 +110,7 @@ impl AppState {
                     config: snap.clone(),
                     context_length,
                     backend,
+                    seats: SequenceSeats::new(config.server.max_sequences_per_model, config.server.max_sequences_per_key),
                 },
             );
         }
@@ -132,6 +153,21 @@ impl AppState {
         self.ledger.flush();
     }
 
+    /// Sequences `snapshot` holds now, running or waiting (0 for an unknown snapshot).
+    #[cfg(test)]
+    pub(crate) fn sequences_held(&self, snapshot: &str) -> usize {
+        self.models.get(snapshot).map_or(0, |m| m.seats.held())
+    }
+
+    /// The snapshot `name` (a snapshot id or an alias) stands for, if `key` may use it.
+    fn model_for<'a>(&'a self, key: &KeyRecord, name: &str) -> Result<(&'a str, &'a ModelEntry), ApiError> {
+        self.resolve(name)
+            .filter(|(snap, alias)| key.may_use(snap, *alias))
+            .and_then(|(snap, _)| self.models.get_key_value(snap))
+            .map(|(snap, entry)| (snap.as_str(), entry))
+            .ok_or_else(|| ApiError::model_not_found(name))
+    }
+
     /// Resolves an alias or snapshot id to (snapshot id, alias used).
     fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a str, Option<&'a str>)> {
         if self.models.contains_key(name) {
@@ -170,56 +206,30 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-async fn health() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+/// Each model's scheduler: its state, the panics it recovered from, and the sequences it holds.
+/// `ok` (200) while every scheduler runs, else `degraded` (503) for load balancers to see.
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let mut models = Map::new();
+    let mut all_running = true;
+    for (id, m) in &st.models {
+        let stats = m.backend.stats();
+        all_running &= stats.state == SchedulerState::Running;
+        models.insert(
+            id.clone(),
+            json!({"state": stats.state.as_str(), "restarts": stats.restarts, "sequences": m.seats.held()}),
+        );
+    }
+    let (status, word) = if all_running {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    };
+    (status, axum::Json(json!({"status": word, "models": models}))).into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let stats: Vec<_> = st.models.iter().map(|(id, m)| (id.clone(), m.backend.stats())).collect();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats)).into_response()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Looks the bearer key up on the store's key-lookup connections, off the async runtime.
-async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<KeyRecord, ApiError> {
-    let Some(secret) = bearer(headers).filter(|s| !s.is_empty()) else {
-        return Err(ApiError::invalid_api_key(
-            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        ));
-    };
-    let (store, presented) = (st.store.clone(), secret.to_string());
-    let found = tokio::task::spawn_blocking(move || store.authenticate(&presented)).await;
-    match found {
-        Ok(Ok(Some(key))) => Ok(key),
-        Ok(Ok(None)) => Err(ApiError::invalid_api_key(format!(
-            "Incorrect API key provided: {}. Create one with `ferrogpt keys create`.",
-            redact(secret)
-        ))),
-        Ok(Err(e)) => {
-            tracing::error!("key lookup failed: {e}");
-            Err(ApiError::server("The key store is unavailable."))
-        }
-        Err(e) => {
-            tracing::error!("key lookup task failed: {e}");
-            Err(ApiError::server("The key store is unavailable."))
-        }
-    }
-}
-
-/// Shows only the ends of a secret, as OpenAI does in its 401 message.
-fn redact(secret: &str) -> String {
-    let chars: Vec<char> = secret.chars().collect();
-    if chars.len() <= 8 {
-        return "sk-***".into();
-    }
-    let head: String = chars[..3.min(chars.len())].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}***{tail}")
 }
 
 fn model_json(id: &str, created: u64, context_length: usize, snapshot: Option<&str>) -> Value {
@@ -254,23 +264,16 @@ fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Value> {
     out
 }
 
-async fn list_models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match authenticate(&st, &headers).await {
-        Ok(key) => axum::Json(json!({"object": "list", "data": visible_models(&st, &key)})).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn list_models(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> axum::Json<Value> {
+    axum::Json(json!({"object": "list", "data": visible_models(&st, &key)}))
 }
 
-async fn get_model(State(st): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let key = match authenticate(&st, &headers).await {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
+async fn get_model(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
     visible_models(&st, &key)
         .into_iter()
         .find(|m| m["id"] == id.as_str())
-        .map(|m| axum::Json(m).into_response())
-        .unwrap_or_else(|| ApiError::model_not_found(&id).into_response())
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::model_not_found(&id))
 }
 
 async fn read_body(st: &AppState, body: Body) -> Result<Map<String, Value>, ApiError> {
@@ -426,29 +429,43 @@ struct Admitted {
     include_usage: bool,
     echo: bool,
     headers: HeaderMap,
+    /// The places of the request's sequences in the model's bound, given back when the
+    /// request ends (this is dropped).
+    _seats: Seats,
     acct: Accounting,
 }
 
-/// Everything both endpoints share after parsing: resolve, check access and context, reserve.
-#[allow(clippy::too_many_arguments)]
-fn admit(
-    st: &Arc<AppState>,
-    key: &KeyRecord,
+/// A parsed request of either endpoint, its model resolved and its prompts tokenized.
+struct Admission<'a> {
     endpoint: Endpoint,
-    model_name: &str,
+    /// The snapshot id the request's model name resolved to.
+    snapshot: &'a str,
+    /// One token list per prompt; each yields `n` choices.
     prompts: Vec<PromptTokens>,
-    params: &SamplingParams,
+    params: SamplingParams,
     n: usize,
     prompt_logprobs: bool,
     stream: bool,
     include_usage: bool,
     echo: bool,
+    /// From the chat page, whose per-key message cap applies.
     chat_page: bool,
-) -> Result<Admitted, ApiError> {
-    let (snapshot, _) = st
-        .resolve(model_name)
-        .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .ok_or_else(|| ApiError::model_not_found(model_name))?;
+}
+
+/// Everything both endpoints share after parsing: check context and reserve.
+fn admit(st: &Arc<AppState>, key: &KeyRecord, req: Admission<'_>) -> Result<Admitted, ApiError> {
+    let Admission {
+        endpoint,
+        snapshot,
+        prompts,
+        params,
+        n,
+        prompt_logprobs,
+        stream,
+        include_usage,
+        echo,
+        chat_page,
+    } = req;
     let entry = &st.models[snapshot];
     params.check_vocabulary(entry.backend.vocab_size())?;
     let ctx = entry.context_length;
@@ -463,6 +480,15 @@ fn admit(
         }
     }
     let choices = (prompts.len() * n) as u64;
+    if choices as usize > entry.seats.per_key() {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "This request asks for {choices} completions; the server runs at most {} at once for one key. Please reduce 'n' or the number of prompts.",
+                entry.seats.per_key()
+            ),
+        ));
+    }
     let prompt_total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
     let reserve = prompt_total + choices * max_out as u64;
     let reservation = match st.limiter.admit(key.id, snapshot, reserve) {
@@ -499,6 +525,16 @@ fn admit(
             return Err(err.with_headers(&limit_headers(&state, retry, should_retry)));
         }
     };
+    // Refused for a full queue, the request still counts against RPM (as other refusals do),
+    // but its tokens are given back.
+    let seats = match entry.seats.take(key.id, choices as usize) {
+        Ok(seats) => seats,
+        Err(refused) => {
+            st.limiter.settle(reservation, 0);
+            st.metrics.rate_limited("queue");
+            return Err(queue_full(snapshot, refused));
+        }
+    };
     // The chat page's cap counts only messages that passed every other check, the rate limiter
     // included, so a retry after a refusal does not use up the user's allowance.
     if chat_page {
@@ -524,7 +560,7 @@ fn admit(
             prompt: Vec::new(),
             params: SamplingParams {
                 max_tokens: Some(max_out),
-                ..params.clone()
+                ..params
             },
             prompt_logprobs,
             // Fair admission between keys: one key's many sequences do not hold back another's.
@@ -535,6 +571,7 @@ fn admit(
         include_usage,
         echo,
         headers,
+        _seats: seats,
         acct: Accounting::open(
             st.clone(),
             reservation,
@@ -560,6 +597,24 @@ fn retry_headers(retry_after_s: f64) -> HeaderMap {
     insert(&mut headers, "retry-after", (retry_after_s.ceil().max(1.0) as u64).to_string());
     insert(&mut headers, "retry-after-ms", (retry_after_s * 1000.0).ceil().to_string());
     headers
+}
+
+/// When a client refused for a full queue should retry: sequences finish all the time on a
+/// busy model, so a short wait usually finds room; clients back off further on repeats.
+const QUEUE_FULL_RETRY_AFTER_S: f64 = 1.0;
+
+fn queue_full(snapshot: &str, refused: SeatsRefused) -> ApiError {
+    let message = match refused {
+        SeatsRefused::KeyFull { held, limit } => format!(
+            "Your key has {held} completions in flight on {snapshot}, and may have at most {limit} at once. Please try again once some have finished."
+        ),
+        SeatsRefused::ModelFull { limit } => {
+            format!("{snapshot} is running its most completions at once ({limit}). Please try again shortly.")
+        }
+    };
+    let mut headers = retry_headers(QUEUE_FULL_RETRY_AFTER_S);
+    insert(&mut headers, "x-should-retry", "true".to_string());
+    ApiError::queue_full(message).with_headers(&headers)
 }
 
 /// The headers of a rate-limit refusal: the limits' state, when to retry, and whether to.
@@ -616,86 +671,6 @@ struct ChoiceState {
     finish: Option<FinishReason>,
     completion_tokens: usize,
     prompt_tokens: usize,
-}
-
-/// A token's text (invalid UTF-8 replaced) and bytes, as logprobs show them.
-fn token_text(backend: &dyn Backend, token: u32) -> (String, Vec<u8>) {
-    let bytes = backend.token_bytes(token);
-    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
-}
-
-fn chat_logprobs(backend: &dyn Backend, tokens: &[TokenLogprob]) -> Value {
-    let content: Vec<Value> = tokens
-        .iter()
-        .map(|t| {
-            let (text, bytes) = token_text(backend, t.token);
-            json!({
-                "token": text,
-                "logprob": t.logprob,
-                "bytes": bytes,
-                "top_logprobs": t.top.iter().map(|&(id, logprob)| {
-                    let (text, bytes) = token_text(backend, id);
-                    json!({"token": text, "logprob": logprob, "bytes": bytes})
-                }).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({"content": content, "refusal": null})
-}
-
-/// The legacy completions logprobs object of `(token, its logprob)` entries (`None` for the
-/// first prompt token, which nothing predicts); `offset` is the text offset of the first token.
-fn legacy_logprobs<'a>(backend: &dyn Backend, entries: impl IntoIterator<Item = (u32, Option<&'a TokenLogprob>)>, offset: usize) -> Value {
-    let mut pos = offset;
-    let mut texts = Vec::new();
-    let mut lps = Vec::new();
-    let mut tops = Vec::new();
-    let mut offsets = Vec::new();
-    for (token, lp) in entries {
-        let (text, _) = token_text(backend, token);
-        lps.push(lp.map_or(Value::Null, |l| json!(l.logprob)));
-        tops.push(match lp {
-            None => Value::Null,
-            Some(l) => {
-                let mut m = Map::new();
-                for &(id, logprob) in &l.top {
-                    m.entry(token_text(backend, id).0).or_insert(json!(logprob));
-                }
-                Value::Object(m)
-            }
-        });
-        offsets.push(json!(pos));
-        pos += text.len();
-        texts.push(json!(text));
-    }
-    json!({"tokens": texts, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
-}
-
-/// The client's part of prompt `p` (without what the BOS policy added) with the logprob of each
-/// of its tokens from `scored` (the prompt logprobs of the whole prompt).
-fn echoed<'a>(p: &'a PromptTokens, scored: &'a [Option<TokenLogprob>]) -> impl Iterator<Item = (u32, Option<&'a TokenLogprob>)> + 'a {
-    p.ids
-        .iter()
-        .enumerate()
-        .skip(p.added)
-        .map(move |(k, &id)| (id, scored.get(k).and_then(Option::as_ref)))
-}
-
-/// Sampled tokens as logprob entries.
-fn sampled(tokens: &[TokenLogprob]) -> impl Iterator<Item = (u32, Option<&TokenLogprob>)> {
-    tokens.iter().map(|t| (t.token, Some(t)))
-}
-
-/// The text of the client's part of prompt `p`, token by token as logprobs show it.
-fn echo_text(backend: &dyn Backend, p: &PromptTokens) -> String {
-    p.ids[p.added.min(p.ids.len())..]
-        .iter()
-        .map(|&id| token_text(backend, id).0)
-        .collect()
-}
-
-fn usage_json(prompt: u64, completion: u64) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 /// Starts every choice's sequence; events arrive tagged with the choice index.
@@ -997,76 +972,74 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
     }
 }
 
-async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match chat_inner(&st, &headers, body, false).await {
-        Ok(adm) => run_admitted(adm).await,
-        Err(e) => e.into_response(),
-    }
+async fn chat_completions(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, body: Body) -> Result<Response, ApiError> {
+    let adm = chat_inner(&st, key, body, false).await?;
+    Ok(run_admitted(adm).await)
 }
 
-async fn chat_inner(st: &Arc<AppState>, headers: &HeaderMap, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
-    let key = authenticate(st, headers).await?;
+async fn chat_inner(st: &Arc<AppState>, key: KeyRecord, body: Body, from_page: bool) -> Result<Admitted, ApiError> {
     let obj = read_body(st, body).await.map_err(|e| charge_refused(st, &key, None, e))?;
-    admit_chat(st, &key, &obj, from_page).map_err(|e| charge_refused(st, &key, Some(&obj), e))
+    admit_chat(st, &key, &obj, from_page)
+        .await
+        .map_err(|e| charge_refused(st, &key, Some(&obj), e))
 }
 
-fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>, from_page: bool) -> Result<Admitted, ApiError> {
+async fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>, from_page: bool) -> Result<Admitted, ApiError> {
     let req = api::parse_chat(obj)?;
-    let (snapshot, _) = st
-        .resolve(&req.model)
-        .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let prompt = st.models[snapshot]
-        .backend
-        .chat_prompt(&req.request.messages)
-        .map_err(|e| match e {
-            InferError::TextOnly { .. } => ApiError::invalid(
-                "messages",
-                format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
-            ),
-            other => ApiError::invalid("messages", other.to_string()),
-        })?;
+    let (snapshot, entry) = st.model_for(key, &req.model)?;
+    let text_bytes = req
+        .request
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .map(|part| match part {
+            ContentPart::Text(t) => t.len(),
+            ContentPart::Image(_) => 0,
+        })
+        .sum();
+    entry.check_prompt_bytes("messages", text_bytes)?;
+    let backend = entry.backend.clone();
+    let messages = req.request.messages;
+    let prompt = off_runtime(move || backend.chat_prompt(&messages)).await?.map_err(|e| match e {
+        InferError::TextOnly { .. } => ApiError::invalid(
+            "messages",
+            format!("The model `{snapshot}` is text-only and cannot read image parts; send text content only."),
+        ),
+        other => ApiError::invalid("messages", other.to_string()),
+    })?;
     admit(
         st,
         key,
-        Endpoint::Chat,
-        &req.model,
-        vec![PromptTokens { ids: prompt, added: 0 }],
-        &req.request.params,
-        req.request.n,
-        false,
-        req.stream,
-        req.include_usage,
-        false,
-        from_page,
+        Admission {
+            endpoint: Endpoint::Chat,
+            snapshot,
+            prompts: vec![PromptTokens { ids: prompt, added: 0 }],
+            params: req.request.params,
+            n: req.request.n,
+            prompt_logprobs: false,
+            stream: req.stream,
+            include_usage: req.include_usage,
+            echo: false,
+            chat_page: from_page,
+        },
     )
 }
 
-async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = async {
-        let key = authenticate(&st, &headers).await?;
-        let obj = read_body(&st, body).await.map_err(|e| charge_refused(&st, &key, None, e))?;
-        admit_completion(&st, &key, &obj).map_err(|e| charge_refused(&st, &key, Some(&obj), e))
-    }
-    .await;
-    match admitted {
-        Ok(adm) => run_admitted(adm).await,
-        Err(e) => e.into_response(),
-    }
+async fn completions(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, body: Body) -> Result<Response, ApiError> {
+    let obj = read_body(&st, body).await.map_err(|e| charge_refused(&st, &key, None, e))?;
+    let adm = admit_completion(&st, &key, &obj)
+        .await
+        .map_err(|e| charge_refused(&st, &key, Some(&obj), e))?;
+    Ok(run_admitted(adm).await)
 }
 
-fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>) -> Result<Admitted, ApiError> {
+async fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value>) -> Result<Admitted, ApiError> {
     let req = api::parse_completion(obj)?;
-    let backend = st
-        .resolve(&req.model)
-        .filter(|(snap, alias)| key.may_use(snap, *alias))
-        .map(|(snap, _)| st.models[snap].backend.clone())
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
-    let vocab = backend.vocab_size();
-    let mut prompts = Vec::with_capacity(req.request.prompts.len());
+    let (snapshot, entry) = st.model_for(key, &req.model)?;
+    let vocab = entry.backend.vocab_size();
     for p in &req.request.prompts {
-        prompts.push(match p {
-            CompletionPrompt::Text(t) => backend.text_prompt(t),
+        match p {
+            CompletionPrompt::Text(t) => entry.check_prompt_bytes("prompt", t.len())?,
             CompletionPrompt::Tokens(ids) => {
                 if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
                     return Err(ApiError::invalid(
@@ -1074,10 +1047,21 @@ fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
                         format!("Token id {id} in 'prompt' is outside the model's vocabulary of {vocab} tokens."),
                     ));
                 }
-                token_prompt(ids.clone())
             }
-        });
+        }
     }
+    let backend = entry.backend.clone();
+    let given = req.request.prompts;
+    let prompts: Vec<PromptTokens> = off_runtime(move || {
+        given
+            .into_iter()
+            .map(|p| match p {
+                CompletionPrompt::Text(t) => backend.text_prompt(&t),
+                CompletionPrompt::Tokens(ids) => token_prompt(ids),
+            })
+            .collect()
+    })
+    .await?;
     // Empty means nothing of the client's: a text prompt's `<|bos|>` does not count.
     if prompts.iter().any(|p| p.ids.len() <= p.added) {
         return Err(ApiError::invalid("prompt", "'prompt' must not be empty."));
@@ -1087,17 +1071,28 @@ fn admit_completion(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
     admit(
         st,
         key,
-        Endpoint::Completions,
-        &req.model,
-        prompts,
-        &req.request.params,
-        req.request.n,
-        echo,
-        req.stream,
-        req.include_usage,
-        echo,
-        false,
+        Admission {
+            endpoint: Endpoint::Completions,
+            snapshot,
+            prompts,
+            params: req.request.params,
+            n: req.request.n,
+            prompt_logprobs: echo,
+            stream: req.stream,
+            include_usage: req.include_usage,
+            echo,
+            chat_page: false,
+        },
     )
+}
+
+/// Runs CPU-bound work (tokenizing a prompt) on tokio's blocking pool, so that a long prompt
+/// does not hold up the runtime's workers and every connection they serve.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!("tokenizing task failed: {e}");
+        ApiError::server("The prompt could not be tokenized.")
+    })
 }
 
 /// The chat page's per-key message cap, checked before anything is generated.
@@ -1120,32 +1115,23 @@ fn take_page_message(st: &AppState, key: &KeyRecord) -> Result<(), ApiError> {
     }
 }
 
-async fn chat_page_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match chat_inner(&st, &headers, body, true).await {
-        Ok(adm) => run_admitted(adm).await,
-        Err(e) => e.into_response(),
-    }
+async fn chat_page_completions(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, body: Body) -> Result<Response, ApiError> {
+    let adm = chat_inner(&st, key, body, true).await?;
+    Ok(run_admitted(adm).await)
 }
 
-async fn chat_page_usage(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let key = match authenticate(&st, &headers).await {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
+async fn chat_page_usage(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> Result<axum::Json<Value>, ApiError> {
     let window = st.chat.window_hours * 3600.0;
-    match st.store.count_chat_messages(key.id, unix_now() as f64, window) {
-        Ok(used) => axum::Json(json!({
-            "used": used,
-            "cap": st.chat.messages_per_window,
-            "window_hours": st.chat.window_hours,
-            "key_name": key.name,
-        }))
-        .into_response(),
-        Err(e) => {
-            tracing::error!("chat usage read failed: {e}");
-            ApiError::server("The usage store is unavailable.").into_response()
-        }
-    }
+    let used = st.store.count_chat_messages(key.id, unix_now() as f64, window).map_err(|e| {
+        tracing::error!("chat usage read failed: {e}");
+        ApiError::server("The usage store is unavailable.")
+    })?;
+    Ok(axum::Json(json!({
+        "used": used,
+        "cap": st.chat.messages_per_window,
+        "window_hours": st.chat.window_hours,
+        "key_name": key.name,
+    })))
 }
 
 /// How long connections get to close after running requests were cut short at the drain

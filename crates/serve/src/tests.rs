@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -41,6 +42,14 @@ struct FakeBackend {
     gate: watch::Receiver<bool>,
     hold_at: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
+    /// The thread of every tokenization, in order.
+    tokenized_on: Arc<Mutex<Vec<ThreadId>>>,
+}
+
+impl FakeBackend {
+    fn tokenizing(&self) {
+        self.tokenized_on.lock().unwrap().push(std::thread::current().id());
+    }
 }
 
 impl Backend for FakeBackend {
@@ -50,7 +59,12 @@ impl Backend for FakeBackend {
     fn vocab_size(&self) -> usize {
         257
     }
+    /// One byte per token.
+    fn max_token_bytes(&self) -> usize {
+        1
+    }
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError> {
+        self.tokenizing();
         if let Some(message) = messages.iter().position(ChatMessage::has_images) {
             return Err(InferError::TextOnly { message });
         }
@@ -63,6 +77,7 @@ impl Backend for FakeBackend {
     }
     /// A byte-level model has no `<|bos|>`: text is its bytes.
     fn text_prompt(&self, text: &str) -> PromptTokens {
+        self.tokenizing();
         token_prompt(text.bytes().map(u32::from).collect())
     }
     fn token_bytes(&self, token: u32) -> Vec<u8> {
@@ -147,6 +162,7 @@ struct Harness {
     key: String,
     gate: watch::Sender<bool>,
     hold_at: Arc<AtomicUsize>,
+    tokenized_on: Arc<Mutex<Vec<ThreadId>>>,
 }
 
 fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
@@ -170,7 +186,8 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
     edit(&mut config);
     let (gate, gate_rx) = watch::channel(true);
     let hold_at = Arc::new(AtomicUsize::new(0));
-    let state = fake_state(&config, store, gate_rx, &hold_at);
+    let tokenized_on = Arc::default();
+    let state = fake_state(&config, store, gate_rx, &hold_at, &tokenized_on);
     Harness {
         dir,
         config,
@@ -179,11 +196,18 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
         key,
         gate,
         hold_at,
+        tokenized_on,
     }
 }
 
 /// A server over fake models: every snapshot of `config` answers through its own [`FakeBackend`].
-fn fake_state(config: &Config, store: Arc<Store>, gate: watch::Receiver<bool>, hold_at: &Arc<AtomicUsize>) -> Arc<AppState> {
+fn fake_state(
+    config: &Config,
+    store: Arc<Store>,
+    gate: watch::Receiver<bool>,
+    hold_at: &Arc<AtomicUsize>,
+    tokenized_on: &Arc<Mutex<Vec<ThreadId>>>,
+) -> Arc<AppState> {
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for s in &config.snapshots {
         backends.insert(
@@ -192,6 +216,7 @@ fn fake_state(config: &Config, store: Arc<Store>, gate: watch::Receiver<bool>, h
                 gate: gate.clone(),
                 hold_at: hold_at.clone(),
                 running: Arc::default(),
+                tokenized_on: tokenized_on.clone(),
             }),
         );
     }
@@ -858,7 +883,7 @@ async fn restart_closes_open_rows_as_interrupted_and_usage_bills_them() {
     read_stream_until(&mut body, |t| t.len() >= 10).await;
     h.state.flush_ledger();
     let store = Arc::new(Store::open(&h.dir.path().join("state.sqlite")).unwrap());
-    let restarted = fake_state(&h.config, store.clone(), watch::channel(true).1, &Arc::default());
+    let restarted = fake_state(&h.config, store.clone(), watch::channel(true).1, &Arc::default(), &Arc::default());
     restarted.flush_ledger();
     let ledger = store.ledger().unwrap();
     assert_eq!(ledger.len(), 1, "{ledger:?}");
@@ -956,6 +981,49 @@ async fn refused_requests_count_against_requests_per_minute() {
 }
 
 /// A chat-page message refused by the rate limiter does not use up the page's cap.
+/// Prompts are tokenized on a blocking thread, not on the async runtime's, and a prompt with
+/// more bytes than the context's tokens can hold (here 128 tokens of at most 1 byte) is
+/// refused before it is tokenized at all; such refusals count against the key's RPM.
+#[tokio::test]
+async fn prompts_are_tokenized_off_the_runtime_and_oversize_ones_not_at_all() {
+    let h = harness_with(|c| c.limits.requests_per_minute = 4);
+    let runtime = std::thread::current().id();
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 2}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, v) = h
+        .post("/v1/completions", json!({"model": "fake", "prompt": ["Hi", "Ho"], "max_tokens": 2}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let tokenized = h.tokenized_on.lock().unwrap().clone();
+    assert_eq!(tokenized.len(), 3);
+    assert!(tokenized.iter().all(|&t| t != runtime), "tokenized on the runtime's thread");
+
+    let long = "x".repeat(129);
+    let (s, _, v) = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "fake", "messages": [{"role": "user", "content": long}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"], &v["error"]["param"]),
+        (StatusCode::BAD_REQUEST, &json!("context_length_exceeded"), &json!("messages")),
+        "{v}"
+    );
+    let (s, _, v) = h
+        .post("/v1/completions", json!({"model": "fake", "prompt": ["Hi", long], "max_tokens": 2}))
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"], &v["error"]["param"]),
+        (StatusCode::BAD_REQUEST, &json!("context_length_exceeded"), &json!("prompt")),
+        "{v}"
+    );
+    assert_eq!(h.tokenized_on.lock().unwrap().len(), 3, "an oversize prompt was tokenized");
+    // Two admitted and two refused: the fifth request is over the RPM of 4.
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"max_tokens": 2}))).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+}
+
 #[tokio::test]
 async fn chat_page_cap_is_taken_after_the_rate_limiter() {
     let h = harness_with(|c| {
@@ -1049,15 +1117,21 @@ async fn chat_page_cap_and_metrics() {
 }
 
 /// The real scheduler behind the HTTP layer, on a tiny random-weight model: concurrent
-/// requests are batched, JSON mode yields valid JSON, streams and `n` work, scoring works.
+/// requests are batched, JSON mode yields valid JSON, streams and `n` work, scoring works, and
+/// a panic in a step fails that batch and restarts the scheduler.
 mod real_engine {
     use super::*;
-    use crate::engine::EngineBackend;
+    use crate::engine::{Decode, EngineBackend, NewDecoder};
     use ferrogpt_engine::{Model, ModelConfig};
-    use ferrogpt_infer::LocalModel;
+    use ferrogpt_infer::engine::DecoderStats;
+    use ferrogpt_infer::{BatchDecoder, LocalModel, SeqId};
     use ferrogpt_tokenizer::Tokenizer;
 
     fn harness() -> (Harness, Arc<EngineBackend>) {
+        harness_with_decoder(Box::new(|m, config| Box::new(BatchDecoder::new(m, config))))
+    }
+
+    fn harness_with_decoder(new_decoder: NewDecoder) -> (Harness, Arc<EngineBackend>) {
         let texts: Vec<String> = (0..80)
             .map(|i| format!("{{\"sea\": {i}, \"waves\": [\"blue\", true]}} The sea {i} is wide."))
             .collect();
@@ -1075,7 +1149,7 @@ mod real_engine {
             tie_embeddings: false,
         };
         let model = LocalModel::from_parts(Model::new(cfg, 0.5, 11).unwrap(), tok, std::path::PathBuf::from("tiny"));
-        let backend = Arc::new(EngineBackend::start(Arc::new(model), 4).unwrap());
+        let backend = Arc::new(EngineBackend::start_with_decoder(Arc::new(model), 4, new_decoder).unwrap());
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("state.sqlite")).unwrap());
         let (_, key) = store.create_key("tester", None).unwrap();
@@ -1104,6 +1178,7 @@ mod real_engine {
             key,
             gate: watch::channel(true).0,
             hold_at: Arc::default(),
+            tokenized_on: Arc::default(),
         };
         (h, backend)
     }
@@ -1183,5 +1258,74 @@ mod real_engine {
         assert_eq!(lp["text_offset"][0], 0);
         assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2);
         assert_eq!(lp["top_logprobs"][1].as_object().unwrap().len(), 2);
+    }
+
+    /// A prompt of these token ids makes [`PanicsOnPoison`] panic.
+    const POISON: [u32; 3] = [99, 98, 97];
+
+    /// The real decoder, but its next step panics once a request with the [`POISON`] prompt
+    /// has joined (as a bug in the engine would, mid-batch).
+    struct PanicsOnPoison<'m> {
+        inner: BatchDecoder<'m>,
+        poisoned: bool,
+    }
+
+    impl Decode for PanicsOnPoison<'_> {
+        fn add(&mut self, request: GenerationRequest) -> Result<SeqId, InferError> {
+            self.poisoned |= request.prompt == POISON;
+            self.inner.add(request)
+        }
+        fn cancel(&mut self, id: SeqId) {
+            self.inner.cancel(id)
+        }
+        fn is_idle(&self) -> bool {
+            self.inner.is_idle()
+        }
+        fn step(&mut self) -> Result<Vec<(SeqId, GenerationEvent)>, InferError> {
+            assert!(!self.poisoned, "poisoned prompt");
+            self.inner.step()
+        }
+        fn stats(&self) -> DecoderStats {
+            self.inner.stats()
+        }
+    }
+
+    async fn health(h: &Harness) -> (StatusCode, Value) {
+        let (s, _, b) = h.send(h.request("GET", "/health", None, None)).await;
+        (s, serde_json::from_slice(&b).unwrap())
+    }
+
+    /// A panic in a step fails the requests in that batch with a 500 envelope; the scheduler
+    /// starts over, the next request succeeds, and `/health` reports the restart.
+    #[tokio::test]
+    async fn scheduler_panic_fails_the_batch_and_restarts() {
+        let (h, backend) = harness_with_decoder(Box::new(|m, config| {
+            Box::new(PanicsOnPoison {
+                inner: BatchDecoder::new(m, config),
+                poisoned: false,
+            })
+        }));
+        let (s, v) = health(&h).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["models"]["tiny-0101"], json!({"state": "running", "restarts": 0, "sequences": 0}));
+
+        let (s, _, v) = h
+            .post("/v1/completions", json!({"model": "tiny", "prompt": POISON, "max_tokens": 4}))
+            .await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+        assert_envelope(&v, s);
+        assert_eq!(v["error"]["type"], "server_error");
+
+        let (s, _, v) = h
+            .post("/v1/completions", json!({"model": "tiny", "prompt": "The sea", "max_tokens": 4}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(v["choices"][0]["finish_reason"].is_string(), "{v}");
+        let (s, v) = health(&h).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["models"]["tiny-0101"]["state"], "running");
+        assert_eq!(v["models"]["tiny-0101"]["restarts"], 1);
+        assert_eq!(backend.stats().restarts, 1);
     }
 }

@@ -514,8 +514,8 @@ async fn hostile_logit_bias_is_limited_to_300_entries_with_canonical_ids() {
 }
 
 /// One request may not ask for 128 x 128 = 16,384 sequences: `n` times the number of prompts
-/// is capped (ferrogpt-infer's `MAX_SEQUENCES_PER_REQUEST`). Bounding the scheduler's queue
-/// across requests is phase 2 of issue 11.
+/// is capped (ferrogpt-infer's `MAX_SEQUENCES_PER_REQUEST`); across requests the sequences a
+/// model and a key hold are bounded (next test).
 #[tokio::test]
 async fn hostile_sequence_flood_is_capped_per_request() {
     let h = hostile_harness();
@@ -526,4 +526,78 @@ async fn hostile_sequence_flood_is_capped_per_request() {
     )];
     expect_client_errors(&h, cases).await;
     valid_request_succeeds(&h).await;
+}
+
+/// Checks a 429 for a full queue; the status comes first, as an admitted stream would not end
+/// while generation is held.
+async fn refused_for_a_full_queue(h: &Harness, req: Request<Body>, what: &str) {
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    let (s, headers) = (resp.status(), resp.headers().clone());
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{what}");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_envelope(&v, s);
+    assert_eq!(v["error"]["code"], "queue_full", "{what}: {v}");
+    assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1, "{what}");
+    assert_eq!(headers["x-should-retry"], "true", "{what}");
+}
+
+/// Sequences held across requests are bounded per key and per model: with generation held,
+/// key A fills its share and is refused with a retryable 429, key B still gets in until the
+/// model is full, and once the streams end their places are free again. A request that asks
+/// for more than a key may ever hold is a 400, not a 429 it would retry forever.
+#[tokio::test]
+async fn hostile_sequence_flood_is_bounded_per_key_and_model() {
+    let h = harness_with(|c| {
+        c.server.max_sequences_per_model = 12;
+        c.server.max_sequences_per_key = 8;
+        c.limits.requests_per_minute = 1_000;
+        c.limits.tokens_per_minute = 1_000_000;
+    });
+    let (_, key_b) = h.state.store().create_key("other", None).unwrap();
+    h.gate.send_replace(false);
+    let stream_chat = |key: &str, n: usize| {
+        h.request(
+            "POST",
+            "/v1/chat/completions",
+            Some(chat_body(json!({"n": n, "max_tokens": 3, "stream": true}))),
+            Some(key),
+        )
+    };
+    // Held responses keep their sequences in flight: their bodies are read only at the end.
+    let mut held = Vec::new();
+    let open = |status: StatusCode, what: &str| assert_eq!(status, 200, "{what}");
+    let resp = h.app.clone().oneshot(stream_chat(&h.key, 4)).await.unwrap();
+    open(resp.status(), "A: 4 sequences");
+    held.push(resp);
+    let two_prompts = json!({"model": "fake", "prompt": ["a", "b"], "n": 2, "max_tokens": 3, "stream": true});
+    let resp = h
+        .app
+        .clone()
+        .oneshot(h.request("POST", "/v1/completions", Some(two_prompts), Some(&h.key)))
+        .await
+        .unwrap();
+    open(resp.status(), "A: 2 prompts x 2");
+    held.push(resp);
+
+    refused_for_a_full_queue(&h, stream_chat(&h.key, 1), "A past its 8").await;
+
+    let resp = h.app.clone().oneshot(stream_chat(&key_b, 4)).await.unwrap();
+    open(resp.status(), "B: 4 sequences while A is at its bound");
+    held.push(resp);
+    refused_for_a_full_queue(&h, stream_chat(&key_b, 1), "B past the model's 12").await;
+
+    h.gate.send_replace(true);
+    for resp in held {
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(sse_data(&body).last().map(String::as_str), Some("[DONE]"));
+    }
+    // A finished stream frees its places when its task ends, just after the last chunk.
+    while h.state.sequences_held("fake-0314") > 0 {
+        tokio::task::yield_now().await;
+    }
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"n": 8, "max_tokens": 2}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, v) = h.post("/v1/chat/completions", chat_body(json!({"n": 9, "max_tokens": 2}))).await;
+    assert_eq!((s, &v["error"]["param"]), (StatusCode::BAD_REQUEST, &json!("n")), "{v}");
 }
