@@ -208,6 +208,8 @@ impl ModelConfig {
             norm_eps: v.get("rms_norm_eps").and_then(|x| x.as_f64()).unwrap_or_else(default_norm_eps),
             tie_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
         };
+        // Validated before head_dim() divides by num_attention_heads (a file may say 0).
+        cfg.validate()?;
         if let Some(hd) = v.get("head_dim").and_then(|x| x.as_u64()) {
             if hd as usize != cfg.head_dim() {
                 return Err(EngineError::Config {
@@ -216,7 +218,6 @@ impl ModelConfig {
                 });
             }
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 }
@@ -231,6 +232,15 @@ pub fn swiglu_hidden(d_model: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_heads_with_head_dim_is_an_error_not_a_division_by_zero() {
+        // Found by fuzz/ (model_folder): head_dim was compared before validation.
+        let v = serde_json::json!({"vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 0, "intermediate_size": 8, "max_position_embeddings": 16, "head_dim": 4});
+        let err = ModelConfig::from_hf_json(&v).unwrap_err();
+        assert!(err.to_string().contains("n_heads"), "{err}");
+    }
 
     #[test]
     fn reference_shape_matches_the_benchmark_brief() {
