@@ -1091,8 +1091,8 @@ async fn chat_page_cap_and_metrics() {
     let (s, _, _) = h.post("/chat/api/completions", long).await;
     assert_eq!(s, 400);
     for _ in 0..2 {
-        let (s, _, _) = h.post("/chat/api/completions", chat_body(json!({}))).await;
-        assert_eq!(s, 200);
+        let (s, _, v) = h.post("/chat/api/completions", chat_body(json!({}))).await;
+        assert_eq!(s, 200, "{v}");
     }
     let (s, _, v) = h.post("/chat/api/completions", chat_body(json!({}))).await;
     assert_eq!(s, 429);
