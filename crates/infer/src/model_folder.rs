@@ -63,6 +63,8 @@ pub enum ModelFolderError {
     Tokenizer(#[from] TokenizerError),
     #[error("{path} has {tokens} tokens, the model only {model}")]
     VocabMismatch { path: PathBuf, tokens: usize, model: usize },
+    #[error("{path}: config.json describes {params:.3e} parameters, more than the {bytes} bytes of the weights file can hold")]
+    ShapeExceedsWeights { path: PathBuf, params: f64, bytes: u64 },
     #[error("{dir} exists and is not a model folder; refusing to replace it")]
     WouldReplace { dir: PathBuf },
 }
@@ -106,9 +108,40 @@ pub fn read(dir: &Path) -> Result<ModelFiles, ModelFolderError> {
         });
     }
     let weights = dir.join(WEIGHTS_FILE);
+    check_shape_fits_weights(&config, &weights)?;
     let params = ferrogpt_engine::io::load_model(&weights, &ParamLayout::new(&config))
         .map_err(|source| ModelFolderError::Weights { path: weights, source })?;
     Ok(ModelFiles { config, params, tokenizer })
+}
+
+/// The parameter layout and buffer are sized from `config.json`, which may claim any shape:
+/// a few bytes of JSON (found by fuzz/, model_folder) asked for billions of layers. The
+/// weights file must be able to hold that many parameters (at least 2 bytes each, as f16 or
+/// bf16) before anything is allocated. Counted in f64 so that no claimed size overflows.
+fn check_shape_fits_weights(config: &ModelConfig, weights: &Path) -> Result<(), ModelFolderError> {
+    let bytes = std::fs::metadata(weights).map_err(io_err(weights))?.len();
+    let [vocab, d, layers, ffn, heads, kv_heads, head_dim] = [
+        config.vocab_size,
+        config.d_model,
+        config.n_layers,
+        config.ffn_hidden,
+        config.n_heads,
+        config.n_kv_heads,
+        config.head_dim(),
+    ]
+    .map(|x| x as f64);
+    let qkv = (heads + 2.0 * kv_heads) * head_dim;
+    let embeddings = vocab * d * if config.tie_embeddings { 1.0 } else { 2.0 };
+    let per_layer = d * qkv + d * d + 3.0 * d * ffn + 2.0 * d;
+    let params = embeddings + layers * per_layer + d;
+    if params * 2.0 > bytes as f64 {
+        return Err(ModelFolderError::ShapeExceedsWeights {
+            path: weights.to_path_buf(),
+            params,
+            bytes,
+        });
+    }
+    Ok(())
 }
 
 /// The model shape from a folder's `config.json`.
@@ -335,6 +368,18 @@ mod tests {
         }
         let e = read(Path::new("/nonexistent/model")).err().unwrap().to_string();
         assert!(e.contains("/nonexistent/model") && e.contains("not a model folder"), "{e}");
+    }
+
+    #[test]
+    fn a_config_larger_than_its_weights_is_refused_before_allocating() {
+        let (_tmp, dir, _, _) = written();
+        std::fs::remove_file(dir.join(CHECKSUMS_FILE)).unwrap();
+        let path = dir.join(CONFIG_FILE);
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["num_hidden_layers"] = 14_294_967_295u64.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let e = read(&dir).err().unwrap().to_string();
+        assert!(e.contains("more than the") && e.contains("weights file"), "{e}");
     }
 
     #[test]
