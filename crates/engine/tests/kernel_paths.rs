@@ -13,24 +13,15 @@
 //! of 1/127 of its block's largest value). Where the portable path has FMA
 //! (aarch64), everything must match bit for bit.
 
+mod common;
+
 use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
 use ferrogpt_engine::optim::{AdamW, AdamWConfig};
 use ferrogpt_engine::simd::{Isa, Portable};
 use ferrogpt_engine::{Activations, AttnMask, DType, Input, KernelPath, Kernels, KvCache, Model, ModelConfig};
 
 fn cfg() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 300,
-        d_model: 64,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        ffn_hidden: 176,
-        max_seq_len: 80,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tie_embeddings: false,
-    }
+    common::small_config(80)
 }
 
 fn tokens(n: usize, salt: usize) -> Vec<u32> {

@@ -2,6 +2,8 @@
 //! and embedding input, GQA, tied head, a bidirectional span), the KV-cache
 //! path against the training forward, and determinism.
 
+mod common;
+
 use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
 use ferrogpt_engine::{Activations, AttnMask, Input, KvCache, Model, ModelConfig, IGNORE};
 
@@ -206,18 +208,7 @@ fn bad_inputs_are_errors_not_panics() {
 /// be bit-identical to a single-threaded run.
 #[test]
 fn decode_step_gives_identical_logits_on_one_thread_and_on_the_pool() {
-    let cfg = ModelConfig {
-        vocab_size: 300,
-        d_model: 64,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        ffn_hidden: 176,
-        max_seq_len: 64,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tie_embeddings: false,
-    };
+    let cfg = common::small_config(64);
     let model = Model::<f32>::new(cfg.clone(), 0.1, 3).unwrap();
     let prompt = tokens(3, cfg.vocab_size, 1);
     let decode = || {

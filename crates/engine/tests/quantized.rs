@@ -3,6 +3,8 @@
 //! (the matrix-vector path), the accounting of their memory, the exchange of
 //! packed tensors by name, and the errors of using a packed model to train.
 
+mod common;
+
 use ferrogpt_engine::kv::{LogitsFor, SeqChunk};
 use ferrogpt_engine::quant::PackedMatrix;
 use ferrogpt_engine::{Activations, AttnMask, DType, Input, KvCache, Model, ModelConfig};
@@ -10,18 +12,7 @@ use ferrogpt_engine::{Activations, AttnMask, DType, Input, KvCache, Model, Model
 /// Widths that are whole q8_0 blocks except the MLP's (176 = 5.5 blocks), so
 /// the down projection exercises the f16 fallback.
 fn cfg() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 300,
-        d_model: 64,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        ffn_hidden: 176,
-        max_seq_len: 64,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tie_embeddings: false,
-    }
+    common::small_config(64)
 }
 
 /// A model whose products keep their inputs' scale (init std 1/√d), as a
