@@ -173,6 +173,13 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Begins a transaction that holds the write lock from its first statement. A deferred one
+/// that reads and then writes fails with SQLITE_BUSY, without waiting, when another connection
+/// commits in between; an immediate one waits its turn under the busy timeout instead.
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// Finds the key whose hash matches `secret`'s, re-checking the hash in constant time.
 fn lookup_key(conn: &Connection, secret: &str) -> rusqlite::Result<Option<KeyRecord>> {
     let digest = hash_key(secret);
@@ -326,7 +333,7 @@ impl Store {
     /// cannot overshoot the bound.
     pub fn add_waitlist(&self, name: &str, email: &str, reason: &str, max_pending: u64) -> Result<Option<i64>, ServeError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = write_transaction(&mut conn).map_err(|e| self.err(e))?;
         let pending: i64 = tx
             .query_row("SELECT COUNT(*) FROM waitlist WHERE status = 'pending'", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
@@ -463,7 +470,7 @@ impl Store {
     /// run in one transaction so concurrent sends cannot overshoot the cap.
     pub fn take_chat_message(&self, key_id: i64, now: f64, window_secs: f64, cap: u64) -> Result<Result<u64, f64>, ServeError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = write_transaction(&mut conn).map_err(|e| self.err(e))?;
         let since = now - window_secs;
         let (used, oldest): (i64, Option<f64>) = tx
             .query_row(
@@ -716,5 +723,36 @@ mod tests {
         // Another key has its own budget; the first message leaves the window at t=150.
         assert_eq!(s.take_chat_message(2, 120.0, 50.0, 2).unwrap(), Ok(1));
         assert_eq!(s.take_chat_message(1, 151.0, 50.0, 2).unwrap(), Ok(2));
+    }
+
+    /// Several connections counting and inserting at once (the server's handlers, the ledger
+    /// writer, another process): a transaction that read first and wrote second used to fail
+    /// with SQLITE_BUSY when another connection committed in between, because SQLite does not
+    /// wait on that conflict; each check must take the write lock up front and wait its turn.
+    #[test]
+    fn capped_inserts_wait_for_other_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        Store::open(&path).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let s = Store::open(&path).unwrap();
+                    for i in 0..100 {
+                        s.take_chat_message(t, i as f64, 1e9, u64::MAX).unwrap().unwrap();
+                        s.add_waitlist("n", &format!("{t}-{i}@x"), "", u64::MAX).unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.list_waitlist().unwrap().len(), 400);
+        for t in 0..4 {
+            assert_eq!(s.count_chat_messages(t, 1e9, 2e9).unwrap(), 100);
+        }
     }
 }
