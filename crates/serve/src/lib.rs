@@ -17,9 +17,11 @@
 //! ferrogpt-engine's and ferrogpt-infer's.
 
 mod accounting;
+mod admission;
 pub mod api;
 mod auth;
 pub mod backend;
+mod completion;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -28,9 +30,11 @@ pub mod metrics;
 mod page;
 pub mod ratelimit;
 mod respond;
+mod run;
 mod seats;
 pub mod server;
 pub mod store;
+mod waitlist;
 
 #[cfg(test)]
 mod tests;
