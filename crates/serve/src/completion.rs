@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use ferrogpt_infer::request::CompletionPrompt;
 use ferrogpt_infer::{token_prompt, ContentPart, InferError, PromptTokens};
@@ -17,6 +17,7 @@ use crate::admission::{admit, charge_refused, read_body, Admission, Admitted, En
 use crate::api;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
+use crate::respond::ChatPageUsage;
 use crate::run::run_admitted;
 use crate::server::{unix_now, AppState};
 use crate::store::KeyRecord;
@@ -149,16 +150,16 @@ pub(crate) async fn chat_page_completions(State(st): State<Arc<AppState>>, ApiKe
     Ok(run_admitted(adm).await)
 }
 
-pub(crate) async fn chat_page_usage(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> Result<axum::Json<Value>, ApiError> {
+pub(crate) async fn chat_page_usage(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> Result<axum::Json<ChatPageUsage>, ApiError> {
     let window = st.chat.window_hours * 3600.0;
     let used = st.store.count_chat_messages(key.id, unix_now() as f64, window).map_err(|e| {
         tracing::error!("chat usage read failed: {e}");
         ApiError::server("The usage store is unavailable.")
     })?;
-    Ok(axum::Json(json!({
-        "used": used,
-        "cap": st.chat.messages_per_window,
-        "window_hours": st.chat.window_hours,
-        "key_name": key.name,
-    })))
+    Ok(axum::Json(ChatPageUsage {
+        used,
+        cap: st.chat.messages_per_window,
+        window_hours: st.chat.window_hours,
+        key_name: key.name,
+    }))
 }

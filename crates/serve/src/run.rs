@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use ferrogpt_infer::{FinishReason, GenerationEvent, TokenLogprob};
@@ -15,7 +15,10 @@ use ferrogpt_infer::{FinishReason, GenerationEvent, TokenLogprob};
 use crate::admission::{Admitted, Endpoint};
 use crate::backend::GenEvent;
 use crate::error::ApiError;
-use crate::respond::{chat_logprobs, echo_text, echoed, legacy_logprobs, sampled, usage_json};
+use crate::respond::{
+    chat_logprobs, echo_text, echoed, finish_reason, legacy_logprobs, sampled, ChatChoice, ChatChunkChoice, ChatLogprobs, ChatMessage,
+    Completion, Delta, LegacyLogprobs, Null, TextChoice, Usage,
+};
 use crate::server::unix_now;
 use crate::store::OUTCOME_INTERRUPTED;
 
@@ -132,47 +135,98 @@ pub(crate) async fn run_admitted(mut adm: Admitted) -> Response {
     }
     adm.acct.outcome = "ok";
     let created = unix_now();
-    let usage = usage_json(prompt_total, adm.acct.completion_tokens());
+    let usage = Some(Some(Usage::new(prompt_total, adm.acct.completion_tokens())));
     let with_lp = adm.template.params.logprobs.is_some();
     let backend = &*adm.backend;
-    let body = match adm.endpoint {
-        Endpoint::Chat => json!({
-            "id": adm.id, "object": "chat.completion", "created": created, "model": adm.snapshot,
-            "system_fingerprint": null,
-            "choices": choices.iter().enumerate().map(|(i, c)| json!({
-                "index": i,
-                "message": {"role": "assistant", "content": c.text, "refusal": null},
-                "logprobs": if with_lp { chat_logprobs(backend, &c.tokens) } else { Value::Null },
-                "finish_reason": c.finish.map(FinishReason::as_str),
-            })).collect::<Vec<_>>(),
-            "usage": usage,
-        }),
-        Endpoint::Completions => {
-            json!({
-                "id": adm.id, "object": "text_completion", "created": created, "model": adm.snapshot,
-                "choices": choices.iter().enumerate().map(|(i, c)| {
+    let response = match adm.endpoint {
+        Endpoint::Chat => axum::Json(Completion {
+            id: &adm.id,
+            object: "chat.completion",
+            created,
+            model: &adm.snapshot,
+            system_fingerprint: Some(Null),
+            choices: choices
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ChatChoice {
+                    index: i,
+                    message: ChatMessage {
+                        role: "assistant",
+                        content: c.text.clone(),
+                        refusal: Null,
+                    },
+                    logprobs: with_lp.then(|| chat_logprobs(backend, &c.tokens)),
+                    finish_reason: finish_reason(c.finish),
+                })
+                .collect(),
+            usage,
+        })
+        .into_response(),
+        Endpoint::Completions => axum::Json(Completion {
+            id: &adm.id,
+            object: "text_completion",
+            created,
+            model: &adm.snapshot,
+            system_fingerprint: None,
+            choices: choices
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
                     let (text, logprobs) = if adm.echo {
                         let prompt = &adm.prompts[i / adm.n];
                         let entries = echoed(prompt, &c.prompt).chain(sampled(&c.tokens));
-                        (format!("{}{}", echo_text(backend, prompt), c.text), legacy_logprobs(backend, entries, 0))
+                        let logprobs = with_lp.then(|| legacy_logprobs(backend, entries, 0));
+                        (format!("{}{}", echo_text(backend, prompt), c.text), logprobs)
                     } else {
-                        (c.text.clone(), legacy_logprobs(backend, sampled(&c.tokens), 0))
+                        (c.text.clone(), with_lp.then(|| legacy_logprobs(backend, sampled(&c.tokens), 0)))
                     };
-                    json!({
-                        "index": i, "text": text,
-                        "logprobs": if with_lp { logprobs } else { Value::Null },
-                        "finish_reason": c.finish.map(FinishReason::as_str),
-                    })
-                }).collect::<Vec<_>>(),
-                "usage": usage,
-            })
-        }
+                    TextChoice {
+                        index: i,
+                        text,
+                        logprobs,
+                        finish_reason: finish_reason(c.finish),
+                    }
+                })
+                .collect(),
+            usage,
+        })
+        .into_response(),
     };
-    with_headers(axum::Json(body).into_response(), &adm.headers)
+    with_headers(response, &adm.headers)
 }
 
-fn sse_json(v: &Value) -> Event {
-    Event::default().data(v.to_string())
+/// A body as one SSE event. Serializing these bodies cannot fail (their maps have string keys);
+/// were it to, the client would see an error event rather than a chunk silently missing.
+fn sse_json(body: &impl Serialize) -> Event {
+    Event::default().json_data(body).unwrap_or_else(|e| {
+        tracing::error!("a stream chunk could not be serialized: {e}");
+        let err = ApiError::server("A chunk of the response could not be written.");
+        Event::default().data(err.body().to_string())
+    })
+}
+
+/// What every chunk of one stream shares.
+struct Chunks<'a> {
+    id: &'a str,
+    model: &'a str,
+    created: u64,
+    chat: bool,
+    /// The client asked for usage: every chunk has the key, null but on the last.
+    include_usage: bool,
+}
+
+impl Chunks<'_> {
+    fn event<C: Serialize>(&self, choices: Vec<C>, usage: Option<Usage>) -> Event {
+        sse_json(&Completion {
+            id: self.id,
+            object: if self.chat { "chat.completion.chunk" } else { "text_completion" },
+            created: self.created,
+            model: self.model,
+            system_fingerprint: self.chat.then_some(Null),
+            choices,
+            usage: self.include_usage.then_some(usage),
+        })
+    }
 }
 
 fn stream_response(adm: Admitted, rx: mpsc::UnboundedReceiver<(usize, GenEvent)>, prompt_total: u64) -> Response {
@@ -188,40 +242,34 @@ fn stream_response(adm: Admitted, rx: mpsc::UnboundedReceiver<(usize, GenEvent)>
 
 /// Turns backend events into SSE chunks until every choice is done or the client leaves.
 async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize, GenEvent)>, tx: mpsc::Sender<Event>, prompt_total: u64) {
-    let created = unix_now();
     let total = adm.prompts.len() * adm.n;
     let chat = adm.endpoint == Endpoint::Chat;
-    let usage_null = adm.include_usage;
-    let chunk = |choices: Value| -> Value {
-        let mut v = if chat {
-            json!({"id": adm.id, "object": "chat.completion.chunk", "created": created,
-                   "model": adm.snapshot, "system_fingerprint": null, "choices": choices})
-        } else {
-            json!({"id": adm.id, "object": "text_completion", "created": created,
-                   "model": adm.snapshot, "choices": choices})
-        };
-        if usage_null {
-            v["usage"] = Value::Null;
-        }
-        v
+    let chunks = Chunks {
+        id: &adm.id,
+        model: &adm.snapshot,
+        created: unix_now(),
+        chat,
+        include_usage: adm.include_usage,
     };
     let with_lp = adm.template.params.logprobs.is_some();
     let mut offsets = vec![0usize; total];
-    let mut sends: Vec<Value> = Vec::new();
+    let mut sends: Vec<Event> = Vec::new();
     if chat {
         for i in 0..total {
-            sends.push(chunk(
-                json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
-            ));
+            let delta = Delta {
+                role: Some("assistant"),
+                content: Some(String::new()),
+            };
+            sends.push(chunks.event(vec![chat_delta(i, delta, None, None)], None));
         }
     }
     let mut done = 0;
     let mut first = true;
     let state = adm.acct.state.clone();
     loop {
-        for v in sends.drain(..) {
+        for event in sends.drain(..) {
             let sent = tokio::select! {
-                sent = tx.send(sse_json(&v)) => sent.is_ok(),
+                sent = tx.send(event) => sent.is_ok(),
                 () = state.interrupted() => false,
             };
             if !sent {
@@ -260,13 +308,9 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
                 if !chat && adm.echo {
                     let prompt = &adm.prompts[i / adm.n];
                     let text = echo_text(backend, prompt);
-                    let lp = if with_lp {
-                        legacy_logprobs(backend, echoed(prompt, &tokens), 0)
-                    } else {
-                        Value::Null
-                    };
+                    let logprobs = with_lp.then(|| legacy_logprobs(backend, echoed(prompt, &tokens), 0));
                     offsets[i] = text.len();
-                    sends.push(chunk(json!([{"index": i, "text": text, "logprobs": lp, "finish_reason": null}])));
+                    sends.push(chunks.event(vec![text_piece(i, text, logprobs, None)], None));
                 }
             }
             GenEvent::Sequence(GenerationEvent::Text { text, tokens, logprobs }) => {
@@ -281,32 +325,32 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
                         .metrics
                         .first_token(&adm.snapshot, adm.acct.started.elapsed().as_secs_f64());
                 }
-                let choice = if chat {
-                    json!({"index": i, "delta": {"content": text},
-                           "logprobs": if with_lp { chat_logprobs(backend, &logprobs) } else { Value::Null },
-                           "finish_reason": null})
-                } else {
-                    let lp = if with_lp {
-                        legacy_logprobs(backend, sampled(&logprobs), offsets[i])
-                    } else {
-                        Value::Null
+                let length = text.len();
+                let event = if chat {
+                    let delta = Delta {
+                        role: None,
+                        content: Some(text),
                     };
-                    json!({"index": i, "text": text, "logprobs": lp, "finish_reason": null})
+                    let logprobs = with_lp.then(|| chat_logprobs(backend, &logprobs));
+                    chunks.event(vec![chat_delta(i, delta, logprobs, None)], None)
+                } else {
+                    let logprobs = with_lp.then(|| legacy_logprobs(backend, sampled(&logprobs), offsets[i]));
+                    chunks.event(vec![text_piece(i, text, logprobs, None)], None)
                 };
-                offsets[i] += text.len();
-                sends.push(chunk(json!([choice])));
+                offsets[i] += length;
+                sends.push(event);
             }
             GenEvent::Sequence(GenerationEvent::Finished {
                 reason, completion_tokens, ..
             }) => {
                 adm.acct.done(i, completion_tokens);
                 done += 1;
-                let choice = if chat {
-                    json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()})
+                let event = if chat {
+                    chunks.event(vec![chat_delta(i, Delta::default(), None, Some(reason))], None)
                 } else {
-                    json!({"index": i, "text": "", "logprobs": null, "finish_reason": reason.as_str()})
+                    chunks.event(vec![text_piece(i, String::new(), None, Some(reason))], None)
                 };
-                sends.push(chunk(json!([choice])));
+                sends.push(event);
             }
             GenEvent::Failed(msg) => {
                 adm.acct.status = 500;
@@ -318,13 +362,31 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
         }
     }
     if adm.include_usage {
-        let mut v = chunk(json!([]));
-        v["usage"] = usage_json(prompt_total, adm.acct.completion_tokens());
-        if tx.send(sse_json(&v)).await.is_err() {
+        // The last chunk has no choices, so which kind they would be does not show.
+        let usage = Usage::new(prompt_total, adm.acct.completion_tokens());
+        if tx.send(chunks.event(Vec::<TextChoice>::new(), Some(usage))).await.is_err() {
             return;
         }
     }
     if tx.send(Event::default().data("[DONE]")).await.is_ok() {
         adm.acct.outcome = "ok";
+    }
+}
+
+fn chat_delta(index: usize, delta: Delta, logprobs: Option<ChatLogprobs>, finish: Option<FinishReason>) -> ChatChunkChoice {
+    ChatChunkChoice {
+        index,
+        delta,
+        logprobs,
+        finish_reason: finish_reason(finish),
+    }
+}
+
+fn text_piece(index: usize, text: String, logprobs: Option<LegacyLogprobs>, finish: Option<FinishReason>) -> TextChoice {
+    TextChoice {
+        index,
+        text,
+        logprobs,
+        finish_reason: finish_reason(finish),
     }
 }

@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderName, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::auth::ApiKey;
@@ -24,6 +22,7 @@ use crate::error::{ApiError, ServeError};
 use crate::ledger::LedgerWriter;
 use crate::metrics::Metrics;
 use crate::ratelimit::{AddressLimiter, Clock, RateLimiter};
+use crate::respond::{Health, Model, ModelHealth, ModelList};
 use crate::seats::SequenceSeats;
 use crate::store::{KeyRecord, Store};
 use crate::waitlist::waitlist;
@@ -199,70 +198,58 @@ async fn method_not_allowed() -> ApiError {
 
 /// Each model's scheduler: its state, the panics it recovered from, and the sequences it holds.
 /// `ok` (200) while every scheduler runs, else `degraded` (503) for load balancers to see.
-async fn health(State(st): State<Arc<AppState>>) -> Response {
-    let mut models = Map::new();
+async fn health(State(st): State<Arc<AppState>>) -> (StatusCode, axum::Json<Health>) {
+    let mut models = BTreeMap::new();
     let mut all_running = true;
     for (id, m) in &st.models {
         let stats = m.backend.stats();
         all_running &= stats.state == SchedulerState::Running;
-        models.insert(
-            id.clone(),
-            json!({"state": stats.state.as_str(), "restarts": stats.restarts, "sequences": m.seats.held()}),
-        );
+        let model = ModelHealth {
+            state: stats.state.as_str(),
+            restarts: stats.restarts,
+            sequences: m.seats.held(),
+        };
+        models.insert(id.clone(), model);
     }
     let (status, word) = if all_running {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "degraded")
     };
-    (status, axum::Json(json!({"status": word, "models": models}))).into_response()
+    (status, axum::Json(Health { status: word, models }))
 }
 
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+async fn metrics(State(st): State<Arc<AppState>>) -> ([(HeaderName, &'static str); 1], String) {
     let stats: Vec<_> = st.models.iter().map(|(id, m)| (id.clone(), m.backend.stats())).collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats)).into_response()
-}
-
-fn model_json(id: &str, created: u64, context_length: usize, snapshot: Option<&str>) -> Value {
-    let mut v = json!({
-        "id": id,
-        "object": "model",
-        "created": created,
-        "owned_by": "ferrogpt",
-        "context_length": context_length,
-    });
-    if let Some(s) = snapshot {
-        v["snapshot"] = json!(s);
-    }
-    v
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats))
 }
 
 /// Models this key may use: its snapshots and the aliases that point at them.
-fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Value> {
+fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Model> {
     let mut out = Vec::new();
     for (id, m) in &st.models {
         if key.may_use(id, None) {
-            out.push(model_json(id, m.config.created, m.context_length, None));
+            out.push(Model::new(id, m.config.created, m.context_length, None));
         }
     }
     for (alias, target) in &st.aliases {
         if let Some(m) = st.models.get(target) {
             if key.may_use(target, Some(alias)) {
-                out.push(model_json(alias, m.config.created, m.context_length, Some(target)));
+                out.push(Model::new(alias, m.config.created, m.context_length, Some(target)));
             }
         }
     }
     out
 }
 
-async fn list_models(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> axum::Json<Value> {
-    axum::Json(json!({"object": "list", "data": visible_models(&st, &key)}))
+async fn list_models(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey) -> axum::Json<ModelList> {
+    axum::Json(ModelList::new(visible_models(&st, &key)))
 }
 
-async fn get_model(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+async fn get_model(State(st): State<Arc<AppState>>, ApiKey(key): ApiKey, Path(id): Path<String>) -> Result<axum::Json<Model>, ApiError> {
     visible_models(&st, &key)
         .into_iter()
-        .find(|m| m["id"] == id.as_str())
+        .find(|m| m.id == id)
         .map(axum::Json)
         .ok_or_else(|| ApiError::model_not_found(&id))
 }
