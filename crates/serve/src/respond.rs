@@ -39,18 +39,57 @@ impl Usage {
 /// A `chat.completion`, `chat.completion.chunk` or `text_completion` body; `C` is its kind of choice.
 #[derive(Serialize)]
 pub(crate) struct Completion<'a, C> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
     /// Chat bodies have the key (null: one build serves every request); completions bodies do not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub system_fingerprint: Option<Null>,
-    pub choices: Vec<C>,
+    system_fingerprint: Option<Null>,
+    choices: Vec<C>,
     /// Absent (`None`) on stream chunks unless the client asked for usage; then `Some(None)`
     /// (null) on every chunk but the last, which has none of the choices and all of the usage.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Option<Usage>>,
+    usage: Option<Option<Usage>>,
+}
+
+/// What every body of one request has: its id, when it was created, the snapshot that answered.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub id: &'a str,
+    pub created: u64,
+    pub model: &'a str,
+}
+
+impl<'a, C> Completion<'a, C> {
+    /// A `chat.completion`, or one `chat.completion.chunk` of its stream.
+    pub(crate) fn chat(origin: Origin<'a>, chunk: bool, choices: Vec<C>, usage: Option<Option<Usage>>) -> Self {
+        let object = if chunk { "chat.completion.chunk" } else { "chat.completion" };
+        Self::new(origin, object, Some(Null), choices, usage)
+    }
+
+    /// A `text_completion`: the buffered body and the chunks of its stream have one name.
+    pub(crate) fn text(origin: Origin<'a>, choices: Vec<C>, usage: Option<Option<Usage>>) -> Self {
+        Self::new(origin, "text_completion", None, choices, usage)
+    }
+
+    fn new(
+        origin: Origin<'a>,
+        object: &'static str,
+        system_fingerprint: Option<Null>,
+        choices: Vec<C>,
+        usage: Option<Option<Usage>>,
+    ) -> Self {
+        Self {
+            id: origin.id,
+            object,
+            created: origin.created,
+            model: origin.model,
+            system_fingerprint,
+            choices,
+            usage,
+        }
+    }
 }
 
 /// A choice of a buffered chat completion.

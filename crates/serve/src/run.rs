@@ -17,7 +17,7 @@ use crate::backend::GenEvent;
 use crate::error::ApiError;
 use crate::respond::{
     chat_logprobs, echo_text, echoed, finish_reason, legacy_logprobs, sampled, ChatChoice, ChatChunkChoice, ChatLogprobs, ChatMessage,
-    Completion, Delta, LegacyLogprobs, Null, TextChoice, Usage,
+    Completion, Delta, LegacyLogprobs, Null, Origin, TextChoice, Usage,
 };
 use crate::server::unix_now;
 use crate::store::OUTCOME_INTERRUPTED;
@@ -29,8 +29,6 @@ struct ChoiceState {
     tokens: Vec<TokenLogprob>,
     prompt: Vec<Option<TokenLogprob>>,
     finish: Option<FinishReason>,
-    completion_tokens: usize,
-    prompt_tokens: usize,
 }
 
 /// Starts every choice's sequence; events arrive tagged with the choice index.
@@ -114,13 +112,9 @@ pub(crate) async fn run_admitted(mut adm: Admitted) -> Response {
                 c.tokens.extend(logprobs);
             }
             GenEvent::Sequence(GenerationEvent::Finished {
-                reason,
-                prompt_tokens,
-                completion_tokens,
+                reason, completion_tokens, ..
             }) => {
                 c.finish = Some(reason);
-                c.prompt_tokens = prompt_tokens;
-                c.completion_tokens = completion_tokens;
                 adm.acct.done(i, completion_tokens);
                 done += 1;
             }
@@ -134,18 +128,19 @@ pub(crate) async fn run_admitted(mut adm: Admitted) -> Response {
         }
     }
     adm.acct.outcome = "ok";
-    let created = unix_now();
     let usage = Some(Some(Usage::new(prompt_total, adm.acct.completion_tokens())));
     let with_lp = adm.template.params.logprobs.is_some();
     let backend = &*adm.backend;
+    let origin = Origin {
+        id: &adm.id,
+        created: unix_now(),
+        model: &adm.snapshot,
+    };
     let response = match adm.endpoint {
-        Endpoint::Chat => axum::Json(Completion {
-            id: &adm.id,
-            object: "chat.completion",
-            created,
-            model: &adm.snapshot,
-            system_fingerprint: Some(Null),
-            choices: choices
+        Endpoint::Chat => axum::Json(Completion::chat(
+            origin,
+            false,
+            choices
                 .iter()
                 .enumerate()
                 .map(|(i, c)| ChatChoice {
@@ -160,15 +155,11 @@ pub(crate) async fn run_admitted(mut adm: Admitted) -> Response {
                 })
                 .collect(),
             usage,
-        })
+        ))
         .into_response(),
-        Endpoint::Completions => axum::Json(Completion {
-            id: &adm.id,
-            object: "text_completion",
-            created,
-            model: &adm.snapshot,
-            system_fingerprint: None,
-            choices: choices
+        Endpoint::Completions => axum::Json(Completion::text(
+            origin,
+            choices
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
@@ -189,7 +180,7 @@ pub(crate) async fn run_admitted(mut adm: Admitted) -> Response {
                 })
                 .collect(),
             usage,
-        })
+        ))
         .into_response(),
     };
     with_headers(response, &adm.headers)
@@ -207,9 +198,7 @@ fn sse_json(body: &impl Serialize) -> Event {
 
 /// What every chunk of one stream shares.
 struct Chunks<'a> {
-    id: &'a str,
-    model: &'a str,
-    created: u64,
+    origin: Origin<'a>,
     chat: bool,
     /// The client asked for usage: every chunk has the key, null but on the last.
     include_usage: bool,
@@ -217,15 +206,12 @@ struct Chunks<'a> {
 
 impl Chunks<'_> {
     fn event<C: Serialize>(&self, choices: Vec<C>, usage: Option<Usage>) -> Event {
-        sse_json(&Completion {
-            id: self.id,
-            object: if self.chat { "chat.completion.chunk" } else { "text_completion" },
-            created: self.created,
-            model: self.model,
-            system_fingerprint: self.chat.then_some(Null),
-            choices,
-            usage: self.include_usage.then_some(usage),
-        })
+        let usage = self.include_usage.then_some(usage);
+        if self.chat {
+            sse_json(&Completion::chat(self.origin, true, choices, usage))
+        } else {
+            sse_json(&Completion::text(self.origin, choices, usage))
+        }
     }
 }
 
@@ -245,9 +231,11 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
     let total = adm.prompts.len() * adm.n;
     let chat = adm.endpoint == Endpoint::Chat;
     let chunks = Chunks {
-        id: &adm.id,
-        model: &adm.snapshot,
-        created: unix_now(),
+        origin: Origin {
+            id: &adm.id,
+            created: unix_now(),
+            model: &adm.snapshot,
+        },
         chat,
         include_usage: adm.include_usage,
     };
