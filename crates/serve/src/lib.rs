@@ -2,6 +2,11 @@
 //! `/v1/completions`, `/v1/models`, the waitlist, API keys, per-key rate limits, the SQLite
 //! usage ledger, Prometheus metrics and the chat page.
 //!
+//! A request takes one path through the modules: `auth` (which key asks), `admission` (may it
+//! run: model, context, limits, seats), `completion` (the endpoints' bodies into one admission)
+//! and `run` (generation into a buffered response or an SSE stream), in the typed bodies of
+//! `respond`; `server` holds the shared state, the routes and the graceful shutdown.
+//!
 //! What a request costs is settled in one place, `accounting`: its ledger row is opened at
 //! admission, kept up to date while it runs and settled when it ends (also when the client
 //! leaves, or the server is killed: the next start closes such rows as interrupted); the rows
@@ -17,9 +22,11 @@
 //! ferrogpt-engine's and ferrogpt-infer's.
 
 mod accounting;
+mod admission;
 pub mod api;
 mod auth;
 pub mod backend;
+mod completion;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -28,9 +35,11 @@ pub mod metrics;
 mod page;
 pub mod ratelimit;
 mod respond;
+mod run;
 mod seats;
 pub mod server;
 pub mod store;
+mod waitlist;
 
 #[cfg(test)]
 mod tests;
