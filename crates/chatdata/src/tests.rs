@@ -239,3 +239,17 @@ fn jsonl_reader_names_the_bad_line() {
         Err(ChatDataError::Json { line: 1, .. })
     ));
 }
+
+#[test]
+fn names_match_their_serialized_form() {
+    let serialized = |value: serde_json::Result<String>| value.unwrap_or_else(|e| panic!("{e}"));
+    for category in Category::ALL {
+        assert_eq!(serialized(serde_json::to_string(&category)), format!("\"{}\"", category.as_str()));
+    }
+    for (task, _) in MIX {
+        assert_eq!(serialized(serde_json::to_string(&task)), format!("\"{}\"", task.as_str()));
+    }
+    for split in SPLITS {
+        assert_eq!(serialized(serde_json::to_string(&split)), format!("\"{}\"", split.as_str()));
+    }
+}
