@@ -27,6 +27,8 @@ enum Command {
     Tokenizer(commands::tokenizer::TokenizerCommand),
     /// Pretrain a model from a TOML config, with checkpoints and exact resume
     Train(commands::train::TrainArgs),
+    /// Fine-tune a model folder on conversations (SFT): loss on assistant replies only, packed rows, exact resume
+    Sft(commands::sft::SftArgs),
     /// Sample text from a model folder with the KV cache, streaming to stdout
     Generate(commands::generate::GenerateArgs),
     /// Throughput benchmarks of the engine
@@ -57,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
         Command::Train(args) => commands::train::run(args),
+        Command::Sft(args) => commands::sft::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Eval(args) => commands::eval::run(args),

@@ -78,6 +78,38 @@ impl ChatMessage {
 /// message's text parts are joined before encoding, so splitting text into parts does not
 /// change the tokens. Image parts are refused: no model reads them yet.
 pub fn render_chat(tok: &Tokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError> {
+    let mut ids = render_messages(tok, messages, |_, _| {})?;
+    ids.push(tok.special_id(Special::Assistant));
+    Ok(ids)
+}
+
+/// A whole conversation as fine-tuning sees it: its tokens, and which of them the model is
+/// trained to predict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainingTokens {
+    pub ids: Vec<u32>,
+    /// `trained[i]`: token `i` is a target of the loss — the content and the closing `<|end|>`
+    /// of every assistant message. The `<|assistant|>` token that opens a reply is not: at
+    /// inference [`render_chat`] supplies it, so the model never has to choose to speak.
+    pub trained: Vec<bool>,
+}
+
+/// Renders a finished conversation the way [`render_chat`] renders its prompts, so that the
+/// tokens before each assistant reply are exactly the prompt that reply will be generated
+/// from; marks the replies' tokens as trained.
+pub fn render_for_training(tok: &Tokenizer, messages: &[ChatMessage]) -> Result<TrainingTokens, InferError> {
+    // `<|bos|>` is not trained.
+    let mut trained = vec![false];
+    let ids = render_messages(tok, messages, |role, added| {
+        trained.push(false);
+        trained.extend(std::iter::repeat_n(role == Role::Assistant, added - 1));
+    })?;
+    Ok(TrainingTokens { ids, trained })
+}
+
+/// `<|bos|>`, then `<|role|>content<|end|>` per message; `each(role, n)` is told the `n` tokens
+/// each message added, its role token first.
+fn render_messages(tok: &Tokenizer, messages: &[ChatMessage], mut each: impl FnMut(Role, usize)) -> Result<Vec<u32>, InferError> {
     if let Some(message) = messages.iter().position(ChatMessage::has_images) {
         return Err(InferError::TextOnly { message });
     }
@@ -88,10 +120,11 @@ pub fn render_chat(tok: &Tokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>
             Role::User => Special::User,
             Role::Assistant => Special::Assistant,
         };
+        let start = ids.len();
         ids.push(tok.special_id(role));
         ids.extend(tok.encode(&m.text()));
         ids.push(tok.special_id(Special::End));
+        each(m.role, ids.len() - start);
     }
-    ids.push(tok.special_id(Special::Assistant));
     Ok(ids)
 }

@@ -29,7 +29,7 @@ pub mod request;
 pub mod sample;
 pub mod stop;
 
-pub use chat::{render_chat, ChatMessage, ContentPart, ImagePart, Role};
+pub use chat::{render_chat, render_for_training, ChatMessage, ContentPart, ImagePart, Role, TrainingTokens};
 pub use engine::{BatchDecoder, Completion, DecoderConfig, FinishReason, GenerationEvent, GenerationRequest, SeqId};
 pub use prompt::{text_prompt, token_prompt, PromptTokens};
 pub use request::RequestError;

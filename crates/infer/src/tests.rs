@@ -178,6 +178,49 @@ fn chat_template_keeps_the_system_role_and_escapes_user_text() {
     assert!(e.to_string().contains("text only"), "{e}");
 }
 
+/// A conversation rendered for training holds, before each assistant reply, exactly the prompt
+/// `render_chat` gives for the turns before it; only the replies and their `<|end|>` are trained.
+#[test]
+fn training_render_matches_the_prompts_and_trains_only_replies() {
+    let tok = Tokenizer::train(corpus().into_iter(), 300).unwrap();
+    let turns = [
+        ChatMessage::new(Role::System, "be brief"),
+        ChatMessage::new(Role::User, "the cat"),
+        ChatMessage::new(Role::Assistant, "sat on the mat"),
+        ChatMessage::new(Role::User, "and then?"),
+        ChatMessage::new(Role::Assistant, "it slept"),
+    ];
+    let t = render_for_training(&tok, &turns).unwrap();
+    assert_eq!(t.ids.len(), t.trained.len());
+    let end = tok.special_id(Special::End);
+    let mut expected_trained = 0;
+    for (k, reply) in turns.iter().enumerate().filter(|(_, m)| m.role == Role::Assistant) {
+        let prompt = render_chat(&tok, &turns[..k]).unwrap();
+        assert_eq!(t.ids[..prompt.len()], prompt[..], "prompt before turn {k}");
+        if k == 2 {
+            assert!(
+                t.trained[..prompt.len()].iter().all(|&x| !x),
+                "nothing before the first reply is trained"
+            );
+        }
+        let content = tok.encode(&reply.text());
+        let span = prompt.len()..prompt.len() + content.len() + 1;
+        assert_eq!(t.ids[span.clone()][..content.len()], content[..]);
+        assert_eq!(t.ids[span.end - 1], end);
+        assert!(
+            t.trained[span.clone()].iter().all(|&x| x),
+            "turn {k}: the reply and its <|end|> are trained"
+        );
+        expected_trained += span.len();
+    }
+    assert_eq!(t.trained.iter().filter(|&&x| x).count(), expected_trained);
+    assert_eq!(
+        t.ids.len(),
+        render_chat(&tok, &turns).unwrap().len() - 1,
+        "no trailing <|assistant|>"
+    );
+}
+
 /// Raw text starts with `<|bos|>`, chats with the template's `<|bos|>`, client token ids are
 /// used as given; a `local:`-style string prompt and a completions text prompt get the same ids.
 #[test]

@@ -543,10 +543,7 @@ impl Ladder {
         TrainConfig {
             out_dir,
             model: plan.model.clone(),
-            data: DataConfig {
-                dir: data_dir.to_path_buf(),
-                tokenizer: Some(tokenizer.to_path_buf()),
-            },
+            data: DataConfig::shards(data_dir, tokenizer),
             train: Hyper {
                 seq_len: r.seq_len,
                 batch_size: plan.batch_size,
@@ -556,6 +553,7 @@ impl Ladder {
                 init_std: plan.init_std,
                 clip_norm: r.clip_norm,
                 seed,
+                init_from: None,
             },
             schedule,
             optimizer: AdamWConfig {

@@ -29,20 +29,58 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointConfig,
 }
 
-/// Prepared token shards (the output of `ferrogpt data prepare`).
+/// What to train on: token shards (pretraining) or conversations (supervised fine-tuning),
+/// exactly one of the two.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Folder with `manifest.json` and the shards.
-    pub dir: PathBuf,
-    /// `tokenizer.json` the shards were encoded with; defaults to `<dir>/tokenizer.json`.
+    /// Pretraining: the folder with `manifest.json` and the shards (`ferrogpt data prepare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Fine-tuning: the conversations to train on, JSONL in OpenAI's chat fine-tuning format
+    /// (see [`crate::conversations`]); only the assistant replies are trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<PathBuf>,
+    /// Fine-tuning: held-out conversations, the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_conversations: Option<PathBuf>,
+    /// `tokenizer.json`; defaults to the one in `dir`, or in `train.init_from` when fine-tuning.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
 }
 
+/// The training data a [`DataConfig`] names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataSource<'a> {
+    Shards(&'a Path),
+    Conversations { train: &'a Path, val: &'a Path },
+}
+
 impl DataConfig {
-    pub fn tokenizer_path(&self) -> PathBuf {
-        self.tokenizer.clone().unwrap_or_else(|| self.dir.join("tokenizer.json"))
+    /// Pretraining on the shards in `dir`, encoded with `tokenizer`.
+    pub fn shards(dir: &Path, tokenizer: &Path) -> Self {
+        DataConfig {
+            dir: Some(dir.to_path_buf()),
+            conversations: None,
+            val_conversations: None,
+            tokenizer: Some(tokenizer.to_path_buf()),
+        }
+    }
+
+    pub fn source(&self) -> Result<DataSource<'_>, TrainError> {
+        match (&self.dir, &self.conversations, &self.val_conversations) {
+            (Some(dir), None, None) => Ok(DataSource::Shards(dir)),
+            (None, Some(train), Some(val)) => Ok(DataSource::Conversations { train, val }),
+            (None, Some(_), None) => Err(invalid(
+                "data.val_conversations",
+                "fine-tuning needs held-out conversations to validate on",
+            )),
+            (Some(_), _, _) | (None, None, Some(_)) => Err(invalid(
+                "data",
+                "give either `dir` (token shards) or `conversations` and `val_conversations`, not both",
+            )),
+            (None, None, None) => Err(invalid("data", "give `dir` (token shards) or `conversations` to train on")),
+        }
     }
 }
 
@@ -70,6 +108,10 @@ pub struct Hyper {
     /// Seeds the initial weights and the data order.
     #[serde(default)]
     pub seed: u64,
+    /// A model folder whose weights the run starts from (fine-tuning) instead of random ones;
+    /// its config must equal `[model]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Validation: `tokens` held-out tokens every `every` steps (0 = only at the end).
@@ -225,7 +267,26 @@ impl TrainConfig {
         if self.checkpoint.keep == 0 {
             return Err(invalid("checkpoint.keep", "must be at least 1"));
         }
+        if let (DataSource::Conversations { .. }, None, None) = (self.data.source()?, &self.data.tokenizer, &t.init_from) {
+            return Err(invalid(
+                "data.tokenizer",
+                "fine-tuning needs the tokenizer of its starting model: set `train.init_from` or `data.tokenizer`",
+            ));
+        }
         Ok(())
+    }
+
+    /// The `tokenizer.json` the run encodes with: `data.tokenizer`, else the one beside the
+    /// data (shards) or the starting weights (fine-tuning).
+    pub fn tokenizer_path(&self) -> PathBuf {
+        if let Some(t) = &self.data.tokenizer {
+            return t.clone();
+        }
+        match (&self.data.dir, &self.train.init_from) {
+            (Some(dir), _) => dir.join("tokenizer.json"),
+            (None, Some(init)) => init.join("tokenizer.json"),
+            (None, None) => PathBuf::from("tokenizer.json"),
+        }
     }
 
     /// Tokens consumed by one optimizer step.
@@ -266,7 +327,7 @@ lr = 1e-3
         let c = TrainConfig::from_toml(TINY).unwrap();
         assert_eq!(c.train.grad_accum, 1);
         assert_eq!(c.checkpoint.keep, 2);
-        assert_eq!(c.data.tokenizer_path(), PathBuf::from("data/x/tokenizer.json"));
+        assert_eq!(c.tokenizer_path(), PathBuf::from("data/x/tokenizer.json"));
         assert_eq!(TrainConfig::from_toml(&c.to_toml().unwrap()).unwrap(), c);
     }
 
@@ -299,6 +360,21 @@ lr = 1e-3
             "{TINY}\n[schedule]\nkind = \"wsd\"\nwarmup_frac = 0.7\ncooldown_frac = 0.7\n"
         ));
         assert!(e.contains("schedule") && e.contains("cooldown_frac"), "{e}");
+    }
+
+    #[test]
+    fn fine_tuning_data_needs_both_files_and_a_tokenizer() {
+        let sft = TINY.replace("dir = \"data/x\"", "conversations = \"c.jsonl\"\nval_conversations = \"v.jsonl\"");
+        let e = err_of(&sft);
+        assert!(e.contains("data.tokenizer"), "{e}");
+        let c = TrainConfig::from_toml(&sft.replace("lr = 1e-3", "lr = 1e-3\ninit_from = \"runs/base/model\"")).unwrap();
+        assert_eq!(c.tokenizer_path(), PathBuf::from("runs/base/model/tokenizer.json"));
+        assert!(matches!(c.data.source().unwrap(), DataSource::Conversations { .. }));
+        assert_eq!(TrainConfig::from_toml(&c.to_toml().unwrap()).unwrap(), c);
+        let e = err_of(&sft.replace("val_conversations = \"v.jsonl\"", ""));
+        assert!(e.contains("data.val_conversations"), "{e}");
+        let e = err_of(&TINY.replace("dir = \"data/x\"", "dir = \"data/x\"\nconversations = \"c.jsonl\""));
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Owns: the training run's TOML config ([`TrainConfig`]), the training loop
 //! with gradient accumulation, clipping, schedules, validation in bits per
-//! byte, metrics JSONL and the loss-curve SVG ([`trainer`]); checkpoints with
+//! byte, metrics JSONL and the loss-curve SVG ([`trainer`]) — pretraining on
+//! token shards and supervised fine-tuning on conversations alike, the latter
+//! read, rendered and packed by [`conversations`]; checkpoints with
 //! exact resume ([`checkpoint`]); MFU against the larger of the measured sgemm
 //! peak and the CPU's FMA peak ([`peak`]); and `speedrun`, the data ->
 //! tokenizer -> pretrain -> samples pipeline that writes `report.md`
@@ -16,13 +18,16 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod conversations;
 pub mod metrics;
 pub mod peak;
+pub mod sft;
 pub mod speedrun;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, TrainState};
 pub use config::TrainConfig;
+pub use sft::SftPlan;
 pub use trainer::{train, TrainOptions, TrainSummary};
 
 use std::path::PathBuf;
@@ -51,6 +56,13 @@ pub enum TrainError {
     Infer(#[from] ferrogpt_infer::InferError),
     #[error(transparent)]
     ModelFolder(#[from] ferrogpt_infer::model_folder::ModelFolderError),
+    #[error("{path} line {line}: {source}")]
+    Conversation {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: conversations::ConversationError,
+    },
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
     #[error("plot {path}: {why}")]

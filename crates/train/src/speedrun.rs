@@ -171,10 +171,7 @@ impl PresetSpec {
         TrainConfig {
             out_dir: out.to_path_buf(),
             model: self.model.clone(),
-            data: DataConfig {
-                dir: data_dir.to_path_buf(),
-                tokenizer: Some(tokenizer.to_path_buf()),
-            },
+            data: DataConfig::shards(data_dir, tokenizer),
             train: Hyper {
                 seq_len: self.seq_len,
                 batch_size: self.batch_size,
@@ -184,6 +181,7 @@ impl PresetSpec {
                 init_std: 0.02,
                 clip_norm: 1.0,
                 seed: self.corpus.seed,
+                init_from: None,
             },
             schedule: Schedule::Wsd {
                 warmup_frac: 0.05,

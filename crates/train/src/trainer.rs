@@ -1,6 +1,9 @@
-//! The pretraining loop.
+//! The training loop, for pretraining and supervised fine-tuning alike.
 //!
-//! One optimizer step = `grad_accum` micro-batches of `batch_size × seq_len`
+//! Pretraining reads windows of token shards under one causal mask; fine-tuning reads packed
+//! conversations ([`crate::conversations`]) whose targets are only the assistant replies and
+//! whose mask keeps each conversation to itself, starting from a trained model's weights
+//! (`train.init_from`). Everything else is one loop. One optimizer step = `grad_accum` micro-batches of `batch_size × seq_len`
 //! tokens through `forward_backward`, global-norm clipping, a scheduled
 //! learning rate and an AdamW update. Everything that decides the next step's
 //! numbers (weights, AdamW moments and step, the loader's cursor, the RNG) is
@@ -18,7 +21,8 @@ use ferrogpt_rng::Xoshiro256StarStar;
 use ferrogpt_tokenizer::Tokenizer;
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
-use crate::config::TrainConfig;
+use crate::config::{DataSource, TrainConfig};
+use crate::conversations::{ConversationLoader, ConversationLoaderState, Conversations};
 use crate::metrics::{self, MetricsLog, Record};
 use crate::peak::Peak;
 use crate::{io_err, TrainError};
@@ -72,37 +76,111 @@ pub struct ValResult {
     pub tokens: usize,
 }
 
-/// Mean loss and bits per byte over the first `max_tokens` targets of `val`
-/// (whole `seq_len` windows, in order), using `acts`' batch shape. A short last
-/// batch is padded with ignored targets.
+/// What a run trains on.
+enum TrainData {
+    Shards { loader: Box<BatchLoader>, mask: AttnMask },
+    Conversations(ConversationLoader),
+}
+
+impl TrainData {
+    /// The next batch and the mask it is computed under.
+    fn next_into(&mut self, batch: &mut Batch) -> Result<std::borrow::Cow<'_, AttnMask>, TrainError> {
+        match self {
+            TrainData::Shards { loader, mask } => {
+                loader.next_into(batch);
+                Ok(std::borrow::Cow::Borrowed(mask))
+            }
+            TrainData::Conversations(loader) => Ok(std::borrow::Cow::Owned(loader.next_into(batch)?)),
+        }
+    }
+
+    fn state(&self) -> serde_json::Value {
+        match self {
+            TrainData::Shards { loader, .. } => serde_json::to_value(loader.state()),
+            TrainData::Conversations(loader) => serde_json::to_value(loader.state()),
+        }
+        .unwrap_or_default()
+    }
+
+    fn restore(&mut self, saved: &serde_json::Value, dir: &std::path::Path) -> Result<(), TrainError> {
+        let unreadable = |e: serde_json::Error| TrainError::Checkpoint {
+            dir: dir.to_path_buf(),
+            file: checkpoint::STATE_FILE.into(),
+            why: format!("`loader` is not this run's data-loader state ({e})"),
+        };
+        match self {
+            TrainData::Shards { loader, .. } => {
+                let state: LoaderState = serde_json::from_value(saved.clone()).map_err(unreadable)?;
+                Ok(loader.restore(&state)?)
+            }
+            TrainData::Conversations(loader) => {
+                let state: ConversationLoaderState = serde_json::from_value(saved.clone()).map_err(unreadable)?;
+                loader.restore(&state)
+            }
+        }
+    }
+}
+
+/// What a run validates on.
+pub enum ValData {
+    Shards(TokenShards),
+    Conversations(Conversations),
+}
+
+impl ValData {
+    /// Batches of the deterministic validation pass with their masks, at most enough to hold
+    /// `max_tokens` positions; a short last batch is padded with ignored targets.
+    fn batches(&self, rows: usize, seq: usize, max_tokens: usize) -> Result<Vec<(Batch, AttnMask)>, TrainError> {
+        let max_rows = max_tokens.div_ceil(seq).max(1);
+        match self {
+            ValData::Shards(val) => {
+                let mask = AttnMask::causal(seq);
+                let mut out = Vec::new();
+                let mut taken = 0;
+                for mut batch in val.sequential_batches(rows, seq)? {
+                    if taken >= max_rows {
+                        break;
+                    }
+                    let take = batch.rows.min(max_rows - taken);
+                    batch.inputs.truncate(take * seq);
+                    batch.targets.truncate(take * seq);
+                    batch.inputs.resize(rows * seq, 0);
+                    batch.targets.resize(rows * seq, IGNORE);
+                    batch.rows = rows;
+                    taken += take;
+                    out.push((batch, mask.clone()));
+                }
+                Ok(out)
+            }
+            ValData::Conversations(convs) => {
+                let mut all = convs.sequential_batches(rows, seq)?;
+                all.truncate(max_rows.div_ceil(rows));
+                Ok(all)
+            }
+        }
+    }
+}
+
+/// Mean loss per target and bits per byte of the targets over the validation pass (see
+/// [`ValData::batches`]), using `acts`' batch shape. Fine-tuning counts only the trained
+/// targets, the assistant replies.
 pub fn evaluate(
     model: &Model<f32>,
     acts: &mut Activations<f32>,
-    val: &TokenShards,
+    val: &ValData,
     tokenizer: &Tokenizer,
     max_tokens: usize,
 ) -> Result<ValResult, TrainError> {
-    let (rows, seq) = (acts.batch, acts.seq);
-    let mask = AttnMask::causal(seq);
-    let max_windows = max_tokens.div_ceil(seq).max(1);
-    let mut inputs = vec![0u32; rows * seq];
-    let mut targets = vec![IGNORE; rows * seq];
-    let (mut nats, mut bytes, mut count, mut windows) = (0.0f64, 0u64, 0usize, 0usize);
-    for batch in val.sequential_batches(rows, seq)? {
-        if windows >= max_windows {
-            break;
+    let (mut nats, mut bytes, mut count) = (0.0f64, 0u64, 0usize);
+    for (batch, mask) in val.batches(acts.batch, acts.seq, max_tokens)? {
+        model.forward_loss(acts, Input::Tokens(&batch.inputs), &batch.targets, &mask)?;
+        for (&loss, &target) in acts.row_loss.iter().zip(&batch.targets) {
+            if target != IGNORE {
+                nats += loss as f64;
+                bytes += tokenizer.token_byte_len(target) as u64;
+                count += 1;
+            }
         }
-        let take = batch.rows.min(max_windows - windows);
-        let n = take * seq;
-        inputs[..n].copy_from_slice(&batch.inputs[..n]);
-        inputs[n..].fill(0);
-        targets[..n].copy_from_slice(&batch.targets[..n]);
-        targets[n..].fill(IGNORE);
-        model.forward_loss(acts, Input::Tokens(&inputs), &targets, &mask)?;
-        nats += acts.row_loss[..n].iter().map(|&l| l as f64).sum::<f64>();
-        bytes += targets[..n].iter().map(|&t| tokenizer.token_byte_len(t) as u64).sum::<u64>();
-        count += n;
-        windows += take;
     }
     let bits_per_byte = if bytes == 0 {
         f64::NAN
@@ -114,6 +192,18 @@ pub fn evaluate(
         bits_per_byte,
         tokens: count,
     })
+}
+
+/// The weights of the model folder `dir`, which must hold the model `cfg` describes.
+fn start_from(dir: &std::path::Path, cfg: &TrainConfig) -> Result<Model<f32>, TrainError> {
+    let files = model_folder::read(dir)?;
+    if files.config != cfg.model {
+        return Err(TrainError::Config {
+            key: "train.init_from".into(),
+            why: format!("{} holds a model of another shape than [model]", dir.display()),
+        });
+    }
+    Ok(Model::from_params(files.config, files.params)?)
 }
 
 fn config_mismatch(saved: &TrainConfig, now: &TrainConfig) -> Option<&'static str> {
@@ -136,7 +226,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
     let out = cfg.out_dir.as_path();
     std::fs::create_dir_all(out).map_err(io_err(out))?;
 
-    let tok_path = cfg.data.tokenizer_path();
+    let tok_path = cfg.tokenizer_path();
     let tokenizer = Tokenizer::from_file(&tok_path)?;
     let tokenizer_json = std::fs::read(&tok_path).map_err(io_err(&tok_path))?;
     if tokenizer.vocab_size() != cfg.model.vocab_size {
@@ -150,19 +240,45 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
             ),
         });
     }
-    let train_shards = TokenShards::open(&cfg.data.dir, Split::Train)?;
-    train_shards.check_tokenizer(&tokenizer)?;
-    let val_shards = TokenShards::open(&cfg.data.dir, Split::Val)?;
-    if val_shards.windows(cfg.train.seq_len) == 0 {
-        return Err(TrainError::Data(ferrogpt_data::DataError::NotEnoughTokens {
-            dir: cfg.data.dir.clone(),
-            split: Split::Val,
-            tokens: val_shards.len(),
-            needed: cfg.train.seq_len + 1,
-        }));
-    }
-
     let t = &cfg.train;
+    // The run's own RNG: it seeds the data order, and its state rides in every
+    // checkpoint so stochastic additions to the loop stay resumable.
+    let mut rng = Xoshiro256StarStar::new(t.seed);
+    let loader_seed = rng.next_u64();
+    let (mut data, val) = match cfg.data.source()? {
+        DataSource::Shards(dir) => {
+            let train_shards = TokenShards::open(dir, Split::Train)?;
+            train_shards.check_tokenizer(&tokenizer)?;
+            let val_shards = TokenShards::open(dir, Split::Val)?;
+            if val_shards.windows(t.seq_len) == 0 {
+                return Err(TrainError::Data(ferrogpt_data::DataError::NotEnoughTokens {
+                    dir: dir.to_path_buf(),
+                    split: Split::Val,
+                    tokens: val_shards.len(),
+                    needed: t.seq_len + 1,
+                }));
+            }
+            let loader = BatchLoader::new(train_shards, t.batch_size, t.seq_len, loader_seed)?;
+            let mask = AttnMask::causal(t.seq_len);
+            (TrainData::Shards { loader: Box::new(loader), mask }, ValData::Shards(val_shards))
+        }
+        DataSource::Conversations { train, val } => {
+            let train_convs = Conversations::read(train, &tokenizer, t.seq_len)?;
+            let val_convs = Conversations::read(val, &tokenizer, t.seq_len)?;
+            for c in [&train_convs, &val_convs].into_iter().filter(|c| c.truncated > 0) {
+                tracing::warn!(
+                    "{}: {} of {} conversations are longer than train.seq_len = {} tokens and were cut",
+                    c.path.display(),
+                    c.truncated,
+                    c.len(),
+                    t.seq_len
+                );
+            }
+            let loader = ConversationLoader::new(train_convs, t.batch_size, t.seq_len, loader_seed);
+            (TrainData::Conversations(loader), ValData::Conversations(val_convs))
+        }
+    };
+
     let resume_from = if opts.resume {
         checkpoint::latest_checkpoint(out)?
     } else {
@@ -179,11 +295,6 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
         None
     };
 
-    // The run's own RNG: it seeds the data order, and its state rides in every
-    // checkpoint so stochastic additions to the loop stay resumable.
-    let mut rng = Xoshiro256StarStar::new(t.seed);
-    let loader_seed = rng.next_u64();
-    let mut loader = BatchLoader::new(train_shards, t.batch_size, t.seq_len, loader_seed)?;
     let mut model: Model<f32>;
     let mut opt: AdamW;
     let mut state: TrainState;
@@ -204,22 +315,19 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
             opt.m = ck.m;
             opt.v = ck.v;
             opt.step = ck.state.optimizer_step;
-            let ls: LoaderState = serde_json::from_value(ck.state.loader.clone()).map_err(|e| TrainError::Checkpoint {
-                dir: dir.clone(),
-                file: checkpoint::STATE_FILE.into(),
-                why: format!("`loader` is not a data-loader state ({e})"),
-            })?;
-            loader.restore(&ls)?;
+            data.restore(&ck.state.loader, dir)?;
             rng = ck.state.rng.clone();
             state = ck.state;
             state.config = cfg.clone();
             tracing::info!("resuming from {} at step {}", dir.display(), state.step);
         }
         None => {
-            model = Model::new(cfg.model.clone(), t.init_std, t.seed)?;
+            model = match &t.init_from {
+                Some(dir) => start_from(dir, cfg)?,
+                None => Model::new(cfg.model.clone(), t.init_std, t.seed)?,
+            };
             opt = AdamW::new(cfg.optimizer.clone(), &model.layout);
-            let ls = serde_json::to_value(loader.state()).unwrap_or_default();
-            state = TrainState::new(cfg.clone(), ls, rng.clone());
+            state = TrainState::new(cfg.clone(), data.state(), rng.clone());
         }
     }
     model.enable_grads();
@@ -228,7 +336,6 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
     let mut log = MetricsLog::open(&metrics_path, resume_from.as_ref().map(|_| start_step))?;
 
     let mut acts = Activations::new(&cfg.model, t.batch_size, t.seq_len)?;
-    let mask = AttnMask::causal(t.seq_len);
     let mut batch = Batch::default();
     let flops_per_token = cfg.model.train_flops_per_token(t.seq_len);
     // Measured here, then again through the run and at its end (outside the timed steps):
@@ -247,7 +354,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
         model.zero_grad();
         let mut loss = 0.0;
         for _ in 0..t.grad_accum {
-            loader.next_into(&mut batch);
+            let mask = data.next_into(&mut batch)?;
             loss += model.forward_backward(&mut acts, Input::Tokens(&batch.inputs), &batch.targets, &mask, grad_scale)?;
         }
         loss /= t.grad_accum as f64;
@@ -283,7 +390,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
 
         let eval_due = (cfg.eval.every > 0 && step % cfg.eval.every == 0) || step == t.steps;
         if eval_due {
-            let v = evaluate(&model, &mut acts, &val_shards, &tokenizer, cfg.eval.tokens)?;
+            let v = evaluate(&model, &mut acts, &val, &tokenizer, cfg.eval.tokens)?;
             log.write(&Record {
                 step,
                 val_loss: Some(v.loss),
@@ -297,7 +404,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
             last_val = Some(v);
         }
         if cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0 {
-            state.loader = serde_json::to_value(loader.state()).unwrap_or_default();
+            state.loader = data.state();
             state.rng = rng.clone();
             let dir = checkpoint::checkpoints_dir(out).join(checkpoint::checkpoint_name(step));
             checkpoint::save_checkpoint(&dir, &model.params, &opt.m, &opt.v, &state, &tokenizer_json)?;
@@ -311,7 +418,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
     // A run resumed after its last step still reports validation figures.
     let val = match last_val {
         Some(v) => v,
-        None => evaluate(&model, &mut acts, &val_shards, &tokenizer, cfg.eval.tokens)?,
+        None => evaluate(&model, &mut acts, &val, &tokenizer, cfg.eval.tokens)?,
     };
     let model_dir = out.join(MODEL_DIR);
     model_folder::write(&model_dir, &cfg.model, &model.params, &tokenizer_json)?;

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod generate;
 pub mod scale;
 pub mod serve;
+pub mod sft;
 pub mod speedrun;
 pub mod tokenizer;
 pub mod train;
