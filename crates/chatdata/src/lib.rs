@@ -9,7 +9,10 @@
 //! - the programmatic checkers of expected behaviour ([`check`]): a rule-based classifier of
 //!   this crate's own refusal styles into the RBRM classes, and preference pairs for the
 //!   reward model ([`preference_pair`]);
-//! - the JSONL form of examples in OpenAI's chat fine-tuning format ([`jsonl`]).
+//! - the JSONL form of examples in OpenAI's chat fine-tuning format ([`jsonl`]);
+//! - the scorecard of a model's replies to held-out examples ([`score`]): responses to
+//!   disallowed requests, sensitive-request compliance, over-refusal, helpfulness and
+//!   system-message adherence, each with its count and interval.
 //!
 //! Must not touch: tokenization and chat template rendering (`ferrogpt_infer::render_chat`),
 //! training, generation, moderation serving. Messages are `ferrogpt_infer::ChatMessage`; random
@@ -23,6 +26,7 @@ pub mod check;
 mod helpful;
 pub mod jsonl;
 mod safety;
+pub mod score;
 mod steer;
 #[cfg(test)]
 mod tests;
@@ -30,6 +34,7 @@ mod text;
 
 pub use check::{check, classify_refusal, RefusalStyle, SafetyClass, Verdict};
 pub use jsonl::{read_jsonl, to_jsonl_line, write_jsonl, ChatDataError};
+pub use score::{score, Rate, Scorecard};
 
 use ferrogpt_infer::{ChatMessage, Role};
 use ferrogpt_rng::{mix, SplitMix64};

@@ -15,7 +15,17 @@ fn smoke_speedrun_writes_a_report_and_a_loadable_model() {
         .unwrap();
     assert!(status.success());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for needle in ["bits per byte", "unigram", "MFU", "training FLOPs", "loss.svg", "## Samples"] {
+    for needle in [
+        "bits per byte",
+        "unigram",
+        "MFU",
+        "training FLOPs",
+        "loss.svg",
+        "## Samples",
+        "## Post-training",
+        "responses to disallowed requests",
+        "over-refusal",
+    ] {
         assert!(report.contains(needle), "report.md lacks {needle:?}");
     }
     let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
@@ -24,6 +34,23 @@ fn smoke_speedrun_writes_a_report_and_a_loadable_model() {
     assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().starts_with("<svg"));
     let model = ferrogpt_infer::LocalModel::load(&out.join("model")).unwrap();
     assert_eq!(model.config().vocab_size, model.tokenizer().vocab_size());
+    // Pretraining's model is kept as the base; the chat model is the fine-tuned one, and both
+    // answered the same held-out requests.
+    let base = ferrogpt_infer::LocalModel::load(&out.join("base")).unwrap();
+    assert_eq!(base.config(), model.config());
+    let sft = &figures["sft"];
+    assert!(
+        sft["steps"].as_u64().unwrap() > 0 && sft["val_loss_replies"].as_f64().unwrap() > 0.0,
+        "{sft}"
+    );
+    for card in ["base_scorecard", "sft_scorecard"] {
+        let over_refusal = &sft[card]["over_refusal"];
+        assert!(over_refusal["total"].as_u64().unwrap() > 0, "{card}: {over_refusal}");
+    }
+    assert_eq!(
+        std::fs::read(out.join("model/model.safetensors")).unwrap(),
+        std::fs::read(out.join("sft/model/model.safetensors")).unwrap()
+    );
 
     // The trained folder as an eval completion function: every sample sampled
     // by the local model and scored, the final report last.

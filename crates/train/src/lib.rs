@@ -63,6 +63,12 @@ pub enum TrainError {
         #[source]
         source: conversations::ConversationError,
     },
+    #[error("{path}: cannot write the conversations")]
+    Chatdata {
+        path: PathBuf,
+        #[source]
+        source: ferrogpt_chatdata::ChatDataError,
+    },
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
     #[error("plot {path}: {why}")]

@@ -1,16 +1,19 @@
 //! Supervised fine-tuning: the training config that turns a base model folder and files of
-//! conversations into an assistant. The run itself is [`crate::train`], the same loop as
-//! pretraining, with the data of [`crate::conversations`].
+//! conversations into an assistant, the conversations themselves (ferrogpt-chatdata's held-out
+//! splits, written as OpenAI fine-tuning JSONL), and the measure of what the assistant does
+//! with held-out requests. The run itself is [`crate::train`], the same loop as pretraining,
+//! with the data of [`crate::conversations`].
 
 use std::path::{Path, PathBuf};
 
+use ferrogpt_chatdata::{Example, Scorecard, Split};
 use ferrogpt_engine::{AdamWConfig, Schedule};
-use ferrogpt_infer::model_folder;
+use ferrogpt_infer::{model_folder, render_chat, GenerationRequest, LocalModel, SamplingParams};
 use ferrogpt_tokenizer::Tokenizer;
 
 use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
 use crate::conversations::Conversations;
-use crate::TrainError;
+use crate::{io_err, TrainError};
 
 /// How to fine-tune; [`SftPlan::config`] makes the run's [`TrainConfig`].
 #[derive(Clone, Debug)]
@@ -100,4 +103,35 @@ impl SftPlan {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Writes `count` generated conversations of `split` (seeded by `seed`) to `path` as OpenAI
+/// fine-tuning JSONL.
+pub fn write_conversations(path: &Path, split: Split, count: usize, seed: u64) -> Result<(), TrainError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let file = std::fs::File::create(path).map_err(io_err(path))?;
+    let examples = ferrogpt_chatdata::generate(split, count, seed);
+    ferrogpt_chatdata::write_jsonl(std::io::BufWriter::new(file), &examples).map_err(|e| TrainError::Chatdata {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// The model in `model_dir` answers every example's prompt (greedy, at most `reply_tokens`
+/// tokens, all in one batch through the one generation loop); its replies, checked and scored.
+pub fn behaviour(model_dir: &Path, examples: &[Example], reply_tokens: usize) -> Result<(Scorecard, Vec<String>), TrainError> {
+    let model = LocalModel::load(model_dir)?;
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: Some(reply_tokens),
+        ..SamplingParams::default()
+    };
+    let requests = examples
+        .iter()
+        .map(|e| Ok(GenerationRequest::new(render_chat(model.tokenizer(), e.prompt())?, params.clone())))
+        .collect::<Result<Vec<_>, TrainError>>()?;
+    let replies: Vec<String> = model.generate(&requests)?.into_iter().map(|c| c.text).collect();
+    Ok((ferrogpt_chatdata::score(examples, &replies), replies))
 }

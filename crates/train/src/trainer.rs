@@ -260,7 +260,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
             }
             let loader = BatchLoader::new(train_shards, t.batch_size, t.seq_len, loader_seed)?;
             let mask = AttnMask::causal(t.seq_len);
-            (TrainData::Shards { loader: Box::new(loader), mask }, ValData::Shards(val_shards))
+            (
+                TrainData::Shards {
+                    loader: Box::new(loader),
+                    mask,
+                },
+                ValData::Shards(val_shards),
+            )
         }
         DataSource::Conversations { train, val } => {
             let train_convs = Conversations::read(train, &tokenizer, t.seq_len)?;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use ferrogpt_chatdata::Split;
+use ferrogpt_train::sft::write_conversations;
 use ferrogpt_train::{train, SftPlan, TrainOptions};
 
 #[derive(clap::Args)]
@@ -11,12 +13,17 @@ pub struct SftArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Conversations to train on: JSONL in OpenAI's chat fine-tuning format
-    /// ({"messages": [{"role": ..., "content": ...}, ...]} per line); only assistant replies are trained
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Held-out conversations (same format) to validate on
-    #[arg(long)]
-    pub val: PathBuf,
+    /// ({"messages": [{"role": ..., "content": ...}, ...]} per line); only assistant replies are
+    /// trained. Default: --generate conversations of ferrogpt-chatdata's train split, written to OUT/train.jsonl
+    #[arg(long, requires = "val")]
+    pub data: Option<PathBuf>,
+    /// Held-out conversations (same format) to validate on. Default: ferrogpt-chatdata's
+    /// held-out test split, written to OUT/val.jsonl
+    #[arg(long, requires = "data")]
+    pub val: Option<PathBuf>,
+    /// Conversations to generate when --data is not given (a tenth as many held out)
+    #[arg(long, default_value_t = 6000)]
+    pub generate: usize,
     /// Where checkpoints, metrics and the fine-tuned model folder (OUT/model) go
     #[arg(long)]
     pub out: PathBuf,
@@ -43,13 +50,28 @@ pub struct SftArgs {
 }
 
 pub fn run(args: SftArgs) -> anyhow::Result<()> {
+    let (data, val) = match (args.data, args.val) {
+        (Some(data), Some(val)) => (data, val),
+        _ => {
+            let (data, val) = (args.out.join("train.jsonl"), args.out.join("val.jsonl"));
+            write_conversations(&data, Split::Train, args.generate, args.seed)?;
+            write_conversations(&val, Split::Test, (args.generate / 10).max(1), args.seed.wrapping_add(1))?;
+            eprintln!(
+                "generated {} training and {} held-out conversations in {}",
+                args.generate,
+                (args.generate / 10).max(1),
+                args.out.display()
+            );
+            (data, val)
+        }
+    };
     let plan = SftPlan {
         epochs: args.epochs,
         lr: args.lr,
         batch_size: args.batch_size,
         seq_len: args.seq_len,
         seed: args.seed,
-        ..SftPlan::new(&args.model, &args.data, &args.val, &args.out)
+        ..SftPlan::new(&args.model, &data, &val, &args.out)
     };
     let cfg = plan
         .config()
@@ -61,14 +83,14 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
             progress: !args.quiet,
         },
     )
-    .with_context(|| format!("fine-tuning {} on {}", args.model.display(), args.data.display()))?;
+    .with_context(|| format!("fine-tuning {} on {}", args.model.display(), data.display()))?;
     println!(
         "fine-tuned {} steps ({} tokens incl. packing) in {:.1}s: {:.0} tokens/s",
         s.steps, s.tokens, s.train_secs, s.tokens_per_sec
     );
     println!(
         "validation on the replies of {}: {:.4} nats/token = {:.4} bits/byte",
-        args.val.display(),
+        val.display(),
         s.val_loss,
         s.val_bpb
     );

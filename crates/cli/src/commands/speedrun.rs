@@ -21,7 +21,8 @@ pub struct SpeedrunArgs {
     /// How big a run
     #[arg(long, value_enum, default_value = "default")]
     pub preset: PresetArg,
-    /// Output folder (data, checkpoints, metrics, report.md, and the model in DIR/model)
+    /// Output folder (data, checkpoints, metrics, report.md, the pretrained model in DIR/base,
+    /// fine-tuning in DIR/sft, and the chat model in DIR/model)
     #[arg(long, default_value = "runs/speedrun")]
     pub out: PathBuf,
     /// No progress bars
@@ -50,10 +51,27 @@ pub fn run(args: SpeedrunArgs) -> anyhow::Result<()> {
         s.tokens_per_sec,
         s.mfu * 100.0
     );
+    let (base, tuned) = (&r.post.base_card, &r.post.sft_card);
+    println!(
+        "fine-tuned {} steps: replies' validation loss {:.4} nats/token; responses to disallowed requests {} -> {}, over-refusal {} -> {}, system-message adherence {} -> {}",
+        r.post.sft.steps,
+        r.post.sft.val_loss,
+        base.disallowed_responses.describe(),
+        tuned.disallowed_responses.describe(),
+        base.over_refusal.describe(),
+        tuned.over_refusal.describe(),
+        base.steerability.describe(),
+        tuned.steerability.describe()
+    );
     if let Some(name) = &args.scaling {
         scaling_stage(name, &args.out, &r.report, !args.quiet)?;
     }
-    println!("report: {}\nmodel: {}", r.report.display(), r.model_dir.display());
+    println!(
+        "report: {}\nchat model: {}\nbase model: {}",
+        r.report.display(),
+        r.model_dir.display(),
+        r.base_dir.display()
+    );
     Ok(())
 }
 
