@@ -107,6 +107,16 @@ impl Accounting {
         self.choice_tokens.iter().sum()
     }
 
+    /// Bills the `sampled` tokens behind a piece of choice `i`'s text and, at the request's
+    /// first text (`first` still set), records its time to first token.
+    pub fn text_arrived(&mut self, i: usize, sampled: usize, text: &str, first: &mut bool) {
+        self.sampled(i, sampled);
+        if *first && !text.is_empty() {
+            *first = false;
+            self.state.metrics.first_token(&self.model, self.started.elapsed().as_secs_f64());
+        }
+    }
+
     /// Counts `tokens` newly sampled for `choice` (those of one text event).
     pub fn sampled(&mut self, choice: usize, tokens: usize) {
         if let Some(n) = self.choice_tokens.get_mut(choice) {

@@ -100,14 +100,7 @@ pub(crate) async fn run_admitted(mut adm: Admitted) -> Response {
         match ev {
             GenEvent::Sequence(GenerationEvent::Prompt(tokens)) => c.prompt = tokens,
             GenEvent::Sequence(GenerationEvent::Text { text, tokens, logprobs }) => {
-                adm.acct.sampled(i, tokens.len());
-                if first && !text.is_empty() {
-                    first = false;
-                    adm.acct
-                        .state
-                        .metrics
-                        .first_token(&adm.snapshot, adm.acct.started.elapsed().as_secs_f64());
-                }
+                adm.acct.text_arrived(i, tokens.len(), &text, &mut first);
                 c.text.push_str(&text);
                 c.tokens.extend(logprobs);
             }
@@ -302,16 +295,9 @@ async fn drive_stream(mut adm: Admitted, mut rx: mpsc::UnboundedReceiver<(usize,
                 }
             }
             GenEvent::Sequence(GenerationEvent::Text { text, tokens, logprobs }) => {
-                adm.acct.sampled(i, tokens.len());
+                adm.acct.text_arrived(i, tokens.len(), &text, &mut first);
                 if text.is_empty() && logprobs.is_empty() {
                     continue;
-                }
-                if first && !text.is_empty() {
-                    first = false;
-                    adm.acct
-                        .state
-                        .metrics
-                        .first_token(&adm.snapshot, adm.acct.started.elapsed().as_secs_f64());
                 }
                 let length = text.len();
                 let event = if chat {
