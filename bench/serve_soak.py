@@ -97,7 +97,10 @@ async def one_request(host, port, key, model, kind, rng):
                 out["ttft"] = time.time() - start
                 if kind == "cancel":
                     return out  # closing the connection cancels the stream
-            if b'"error"' in buf:
+        # An error event is a data line whose JSON object has a top-level "error" (generated
+        # text may well contain the word).
+        for line in buf.split(b"\n"):
+            if line.startswith(b"data: {") and "error" in json.loads(line[len(b"data: "):]):
                 out["error_event"] = True
         return out
     finally:
