@@ -82,15 +82,6 @@ impl Category {
         Category::SelfHarmDisclosure,
         Category::Benign,
     ];
-    pub const DISALLOWED: [Category; 7] = [
-        Category::Weapons,
-        Category::Malware,
-        Category::ViolentWrongdoing,
-        Category::SelfHarmInstructions,
-        Category::Hate,
-        Category::SexualMinors,
-        Category::Privacy,
-    ];
 
     pub fn class(self) -> PolicyClass {
         match self {
