@@ -45,6 +45,7 @@ fn tiny_model(dir: &Path) -> (PathBuf, u32) {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     };
     let model = Model::new(cfg, 0.5, 3).unwrap();
     let folder = dir.join("model");

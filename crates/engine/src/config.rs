@@ -26,6 +26,12 @@ pub struct ModelConfig {
     /// Share the token embedding with the LM head.
     #[serde(default)]
     pub tie_embeddings: bool,
+    /// `Some(n)`: a sequence classifier or reward model (Hugging Face's
+    /// `LlamaForSequenceClassification`): the head is `score.weight [n, d]`
+    /// in place of the LM head, and a sequence's scores are the head's output
+    /// at its last token. `None`: a language model.
+    #[serde(default)]
+    pub num_labels: Option<usize>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -51,7 +57,14 @@ impl ModelConfig {
             rope_theta: default_rope_theta(),
             norm_eps: default_norm_eps(),
             tie_embeddings: false,
+            num_labels: None,
         }
+    }
+
+    /// Output rows of the head: the vocabulary for a language model, the
+    /// labels for a classifier.
+    pub fn head_rows(&self) -> usize {
+        self.num_labels.unwrap_or(self.vocab_size)
     }
 
     pub fn head_dim(&self) -> usize {
@@ -94,6 +107,13 @@ impl ModelConfig {
         }
         if self.n_kv_heads > self.n_heads || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad("n_kv_heads", format!("{} must divide n_heads = {}", self.n_kv_heads, self.n_heads));
+        }
+        match self.num_labels {
+            Some(0) => return bad("num_labels", "must be at least 1".into()),
+            Some(_) if self.tie_embeddings => {
+                return bad("num_labels", "a classifier's score head cannot be tied to the embeddings".into())
+            }
+            _ => {}
         }
         if self.vocab_size > u32::MAX as usize / 2 {
             return bad("vocab_size", format!("{} is too large", self.vocab_size));
@@ -157,8 +177,12 @@ impl ModelConfig {
 
     /// The Hugging Face `config.json` of this shape.
     pub fn to_hf_json(&self, bos_token_id: u32, eos_token_id: u32) -> serde_json::Value {
-        serde_json::json!({
-            "architectures": ["LlamaForCausalLM"],
+        let architecture = match self.num_labels {
+            Some(_) => "LlamaForSequenceClassification",
+            None => "LlamaForCausalLM",
+        };
+        let mut json = serde_json::json!({
+            "architectures": [architecture],
             "model_type": "llama",
             "vocab_size": self.vocab_size,
             "hidden_size": self.d_model,
@@ -177,7 +201,11 @@ impl ModelConfig {
             "torch_dtype": "float32",
             "bos_token_id": bos_token_id,
             "eos_token_id": eos_token_id,
-        })
+        });
+        if let Some(labels) = self.num_labels {
+            json["num_labels"] = labels.into();
+        }
+        json
     }
 
     /// Read a Hugging Face Llama `config.json`.
@@ -207,6 +235,7 @@ impl ModelConfig {
             rope_theta: v.get("rope_theta").and_then(|x| x.as_f64()).unwrap_or_else(default_rope_theta),
             norm_eps: v.get("rms_norm_eps").and_then(|x| x.as_f64()).unwrap_or_else(default_norm_eps),
             tie_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+            num_labels: sequence_classifier_labels(v)?,
         };
         // Validated before head_dim() divides by num_attention_heads (a file may say 0).
         cfg.validate()?;
@@ -219,6 +248,30 @@ impl ModelConfig {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// `Some(labels)` when `config.json` describes a sequence classifier.
+/// Hugging Face writes `id2label` (and may omit `num_labels`); either names the count.
+fn sequence_classifier_labels(v: &serde_json::Value) -> Result<Option<usize>, EngineError> {
+    let classifier = v.get("architectures").and_then(|a| a.as_array()).is_some_and(|a| {
+        a.iter()
+            .any(|x| x.as_str().is_some_and(|s| s.ends_with("ForSequenceClassification")))
+    });
+    if !classifier {
+        return Ok(None);
+    }
+    let count = v
+        .get("num_labels")
+        .and_then(|x| x.as_u64())
+        .map(|x| x as usize)
+        .or_else(|| v.get("id2label").and_then(|m| m.as_object()).map(|m| m.len()));
+    match count {
+        Some(n) => Ok(Some(n)),
+        None => Err(EngineError::Config {
+            field: "num_labels".into(),
+            why: "a ForSequenceClassification config.json names neither num_labels nor id2label".into(),
+        }),
     }
 }
 
@@ -259,6 +312,27 @@ mod tests {
         c.tie_embeddings = true;
         let back = ModelConfig::from_hf_json(&c.to_hf_json(0, 1)).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn sequence_classifier_config_round_trips_and_reads_id2label() {
+        let mut c = ModelConfig::reference();
+        c.num_labels = Some(5);
+        let json = c.to_hf_json(0, 1);
+        assert_eq!(json["architectures"][0], "LlamaForSequenceClassification");
+        assert_eq!(ModelConfig::from_hf_json(&json).unwrap(), c);
+        assert_eq!(c.head_rows(), 5);
+
+        let mut hf = json.clone();
+        hf.as_object_mut().unwrap().remove("num_labels");
+        hf["id2label"] = serde_json::json!({"0": "a", "1": "b"});
+        assert_eq!(ModelConfig::from_hf_json(&hf).unwrap().num_labels, Some(2));
+        hf.as_object_mut().unwrap().remove("id2label");
+        let err = ModelConfig::from_hf_json(&hf).unwrap_err().to_string();
+        assert!(err.contains("num_labels"), "{err}");
+
+        c.tie_embeddings = true;
+        assert!(c.validate().unwrap_err().to_string().contains("tied"));
     }
 
     #[test]

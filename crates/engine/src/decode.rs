@@ -246,7 +246,7 @@ multiversion! {
         for (k, &r) in s.out_rows.iter().enumerate() {
             rmsnorm_rows_in(isa, &mut xn[k * d..(k + 1) * d], &x[r * d..(r + 1) * d], model.final_norm(), d, eps);
         }
-        let vocab = cfg.vocab_size;
+        let vocab = cfg.head_rows();
         let w = model.head_weight();
         let xs = &xn[..rows * d];
         let blocks = q8_input(xs, &w, rows, d, xq);

@@ -292,7 +292,7 @@ impl<T: Float> Model<T> {
         }
 
         if n <= SMALL_ROWS {
-            logits.resize(sc.out_rows.len() * cfg.vocab_size, T::ZERO);
+            logits.resize(sc.out_rows.len() * cfg.head_rows(), T::ZERO);
             self.decode_step(cache, &mut sc, n, logits);
             for c in chunks {
                 cache.lens[c.slot] += c.tokens.len();
@@ -353,8 +353,8 @@ impl<T: Float> Model<T> {
                 eps,
             );
         }
-        logits.resize(rows * cfg.vocab_size, T::ZERO);
-        linear_forward_weights(logits, &sc.sel[..rows * d], self.head_weight(), rows, d, cfg.vocab_size, false);
+        logits.resize(rows * cfg.head_rows(), T::ZERO);
+        linear_forward_weights(logits, &sc.sel[..rows * d], self.head_weight(), rows, d, cfg.head_rows(), false);
         cache.scratch = sc;
         Ok(())
     }

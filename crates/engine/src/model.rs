@@ -82,6 +82,32 @@ impl<T: Float> Model<T> {
         })
     }
 
+    /// A sequence classifier (`num_labels` outputs: a reward model with 1, a
+    /// safety classifier with one per class) that starts from a language
+    /// model: its embeddings, blocks and final norm are copied by name, the
+    /// LM head is dropped and `score.weight` is drawn from N(0, `init_std`).
+    pub fn classifier_from(lm: &Model<T>, num_labels: usize, init_std: f64, seed: u64) -> Result<Self, EngineError> {
+        lm.check_unpacked()?;
+        let mut cfg = lm.cfg.clone();
+        cfg.num_labels = Some(num_labels);
+        cfg.tie_embeddings = false;
+        let layout = ParamLayout::new(&cfg);
+        let mut params: Vec<T> = layout.init(&cfg, init_std, seed);
+        for spec in &layout.tensors {
+            if spec.offset == layout.lm_head {
+                continue;
+            }
+            let source = lm.layout.find(&spec.name).ok_or_else(|| {
+                EngineError::Shape(format!(
+                    "the language model has no tensor {} to start the classifier from",
+                    spec.name
+                ))
+            })?;
+            params[spec.range()].copy_from_slice(&lm.params[source.range()]);
+        }
+        Self::from_parts(cfg, params)
+    }
+
     pub fn num_params(&self) -> usize {
         self.layout.total
     }
@@ -210,10 +236,10 @@ impl<T: Float> Model<T> {
         linear_forward(
             &mut a.logits,
             &a.xf,
-            &p[head..head + cfg.vocab_size * d],
+            &p[head..head + cfg.head_rows() * d],
             n,
             d,
-            cfg.vocab_size,
+            cfg.head_rows(),
             false,
         );
         Ok(())
@@ -231,7 +257,7 @@ impl<T: Float> Model<T> {
     pub fn forward_loss(&self, acts: &mut Activations<T>, input: Input<T>, targets: &[u32], mask: &AttnMask) -> Result<f64, EngineError> {
         self.check_targets(acts, targets)?;
         self.forward_logits(acts, input, mask)?;
-        xent::xent_forward(&mut acts.row_loss, &acts.logits, targets, self.cfg.vocab_size);
+        xent::xent_forward(&mut acts.row_loss, &acts.logits, targets, self.cfg.head_rows());
         Ok(mean_loss(&acts.row_loss, targets))
     }
 
@@ -244,10 +270,10 @@ impl<T: Float> Model<T> {
                 acts.seq
             )));
         }
-        if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= self.cfg.vocab_size) {
+        if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= self.cfg.head_rows()) {
             return Err(EngineError::Shape(format!(
-                "target id {bad} is outside the vocabulary of {}",
-                self.cfg.vocab_size
+                "target id {bad} is outside the head's {} outputs",
+                self.cfg.head_rows()
             )));
         }
         Ok(())
@@ -270,10 +296,26 @@ impl<T: Float> Model<T> {
         self.forward_logits(acts, input, mask)?;
         let valid = targets.iter().filter(|&&t| t != IGNORE).count().max(1);
         let scale = T::from_f64(grad_scale / valid as f64);
-        xent::xent_backward_inplace(&mut acts.row_loss, &mut acts.logits, targets, self.cfg.vocab_size, scale);
+        xent::xent_backward_inplace(&mut acts.row_loss, &mut acts.logits, targets, self.cfg.head_rows(), scale);
         let loss = mean_loss(&acts.row_loss, targets);
         self.backward(acts, mask);
         Ok(loss)
+    }
+
+    /// Backward for a loss computed above the engine (a reward model's
+    /// pairwise loss, a classifier's, an RL policy loss): the caller ran
+    /// [`Model::forward_logits`] and overwrote `acts.logits` with
+    /// dLoss/dlogits; the parameter gradients are added into the model's
+    /// gradient buffer (see [`Model::zero_grad`]).
+    pub fn backward_from_logits(&mut self, acts: &mut Activations<T>, mask: &AttnMask) -> Result<(), EngineError> {
+        self.check_unpacked()?;
+        mask.check_batch(acts.batch, acts.seq)?;
+        if acts.cfg != self.cfg {
+            return Err(EngineError::Shape("activations were sized for another model config".into()));
+        }
+        self.enable_grads();
+        self.backward(acts, mask);
+        Ok(())
     }
 
     /// Backward from `acts.logits`, which must already hold dLoss/dlogits.
@@ -282,6 +324,7 @@ impl<T: Float> Model<T> {
         let (bsz, t, d) = (a.batch, a.seq, cfg.d_model);
         let n = bsz * t;
         let (qd, f, hd_all, v) = (cfg.qkv_dim(), cfg.ffn_hidden, cfg.n_heads * cfg.head_dim(), cfg.vocab_size);
+        let head_rows = cfg.head_rows();
         let qk = (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim();
         let shape = self.attn_shape(bsz, t);
         let layout = &self.layout;
@@ -289,8 +332,8 @@ impl<T: Float> Model<T> {
         let g = &mut self.grads;
 
         let head = layout.lm_head;
-        linear_backward_input(&mut a.dxn, &a.logits, &p[head..head + v * d], n, d, v, false);
-        linear_backward_weight(&mut g[head..head + v * d], &a.logits, &a.xf, n, d, v);
+        linear_backward_input(&mut a.dxn, &a.logits, &p[head..head + head_rows * d], n, d, head_rows, false);
+        linear_backward_weight(&mut g[head..head + head_rows * d], &a.logits, &a.xf, n, d, head_rows);
         a.dresid.par_chunks_mut(1 << 14).for_each(|c| c.fill(T::ZERO));
         let fnorm = layout.final_norm;
         let last = &a.resid[cfg.n_layers * n * d..(cfg.n_layers + 1) * n * d];
@@ -448,7 +491,7 @@ impl<T: Float> Activations<T> {
             h: z(l * n * f),
             xf: z(n * d),
             rf: z(n),
-            logits: z(n * cfg.vocab_size),
+            logits: z(n * cfg.head_rows()),
             row_loss: z(n),
             d_input: z(n * d),
             tokens: Vec::with_capacity(n),

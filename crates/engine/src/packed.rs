@@ -133,7 +133,7 @@ impl<T: Float> Model<T> {
             None
         } else {
             let at = layout.lm_head;
-            Some(PackedMatrix::pack(cfg.vocab_size, d, &p[at..at + cfg.vocab_size * d], dtype)?)
+            Some(PackedMatrix::pack(cfg.head_rows(), d, &p[at..at + cfg.head_rows() * d], dtype)?)
         };
         let norms = norm_offsets(layout).iter().flat_map(|&at| p[at..at + d].iter().copied()).collect();
         self.packed = Some(Box::new(PackedWeights {
@@ -306,7 +306,7 @@ impl<T: Float> Model<T> {
             Some(p) => p.lm_head.as_ref().unwrap_or(&p.embed).view(),
             None => {
                 let at = self.layout.lm_head;
-                WeightRef::Full(&self.params[at..at + self.cfg.vocab_size * self.cfg.d_model])
+                WeightRef::Full(&self.params[at..at + self.cfg.head_rows() * self.cfg.d_model])
             }
         }
     }

@@ -57,7 +57,8 @@ pub struct ParamLayout {
     pub layers: Vec<LayerOffsets>,
     pub embed: usize,
     pub final_norm: usize,
-    /// Equal to `embed` when the head is tied.
+    /// The output head: `lm_head.weight`, equal to `embed` when tied, or a
+    /// classifier's `score.weight` (`[num_labels, d]`).
     pub lm_head: usize,
     pub total: usize,
 }
@@ -114,10 +115,10 @@ impl ParamLayout {
             });
         }
         let final_norm = push("model.norm.weight".into(), vec![d], ParamKind::Norm);
-        let lm_head = if cfg.tie_embeddings {
-            embed
-        } else {
-            push("lm_head.weight".into(), vec![cfg.vocab_size, d], ParamKind::Matrix)
+        let lm_head = match cfg.num_labels {
+            Some(labels) => push("score.weight".into(), vec![labels, d], ParamKind::Matrix),
+            None if cfg.tie_embeddings => embed,
+            None => push("lm_head.weight".into(), vec![cfg.vocab_size, d], ParamKind::Matrix),
         };
         ParamLayout {
             tensors,

@@ -26,6 +26,7 @@ fn matches_pytorch_golden_values() {
         rope_theta: 10000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     };
     let (batch, seq) = (2, 12);
     let layout = ferrogpt_engine::params::ParamLayout::new(&cfg);

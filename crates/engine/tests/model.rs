@@ -19,6 +19,7 @@ fn tiny(tie: bool) -> ModelConfig {
         rope_theta: 10000.0,
         norm_eps: 1e-5,
         tie_embeddings: tie,
+        num_labels: None,
     }
 }
 
@@ -62,6 +63,59 @@ fn full_model_gradients_match_finite_differences_in_f64() {
                     grads[i]
                 );
             }
+        }
+    }
+}
+
+/// A reward model (one-output score head started from a language model)
+/// under the pairwise loss through `backward_from_logits`, two sequences
+/// packed in one row (each sees only itself), against finite differences.
+#[test]
+fn score_head_pairwise_gradients_match_finite_differences() {
+    use ferrogpt_engine::kernels::post_training::pairwise_loss;
+    let lm = Model::<f64>::new(tiny(true), 0.3, 8).unwrap();
+    let mut model = Model::classifier_from(&lm, 1, 0.3, 9).unwrap();
+    assert_eq!(model.cfg.num_labels, Some(1));
+    assert!(model.layout.find("score.weight").is_some() && model.layout.find("lm_head.weight").is_none());
+    let embed = model.layout.find("model.embed_tokens.weight").unwrap().range();
+    assert_eq!(&model.params[embed.clone()], &lm.params[embed]);
+
+    let cfg = model.cfg.clone();
+    let seq = 12;
+    let mut acts = Activations::new(&cfg, 1, seq).unwrap();
+    let toks = tokens(seq, cfg.vocab_size, 4);
+    let windows = (0..seq as u32).map(|i| if i < 5 { [0, i + 1] } else { [5, i + 1] }).collect();
+    let mask = AttnMask::from_windows(seq, windows).unwrap();
+    // The chosen response ends at position 4, the rejected one at 11.
+    let (chosen_end, rejected_end) = (4, 11);
+    let loss = |model: &Model<f64>, acts: &mut Activations<f64>| {
+        model.forward_logits(acts, Input::Tokens(&toks), &mask).unwrap();
+        pairwise_loss(acts.logits[chosen_end], acts.logits[rejected_end])
+    };
+    let (_, d_chosen) = loss(&model, &mut acts);
+    acts.logits.fill(0.0);
+    acts.logits[chosen_end] = d_chosen;
+    acts.logits[rejected_end] = -d_chosen;
+    model.zero_grad();
+    model.backward_from_logits(&mut acts, &mask).unwrap();
+    let grads = model.grads.clone();
+    let h = 1e-6;
+    for spec in model.layout.tensors.clone() {
+        for k in [0, spec.len() / 2, spec.len() - 1] {
+            let i = spec.offset + k;
+            let orig = model.params[i];
+            model.params[i] = orig + h;
+            let up = loss(&model, &mut acts).0;
+            model.params[i] = orig - h;
+            let down = loss(&model, &mut acts).0;
+            model.params[i] = orig;
+            let numeric = (up - down) / (2.0 * h);
+            assert!(
+                (grads[i] - numeric).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "{}[{k}]: analytic {} vs numeric {numeric}",
+                spec.name,
+                grads[i]
+            );
         }
     }
 }

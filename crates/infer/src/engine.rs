@@ -586,6 +586,7 @@ mod tests {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
             tie_embeddings: false,
+            num_labels: None,
         };
         LocalModel::from_parts(Model::new(cfg, 0.5, 7).unwrap(), tok, "tiny".into())
     }

@@ -309,6 +309,7 @@ mod tests {
             rope_theta: 10000.0,
             norm_eps: 1e-5,
             tie_embeddings: false,
+            num_labels: None,
         }
     }
 

@@ -21,6 +21,7 @@ fn model_dir() -> (tempfile::TempDir, LocalModel) {
         rope_theta: 10000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     };
     let model = Model::<f32>::new(cfg, 0.5, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();

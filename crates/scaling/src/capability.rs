@@ -623,6 +623,7 @@ pub(crate) mod tests {
             rope_theta: 10000.0,
             norm_eps: 1e-5,
             tie_embeddings: false,
+            num_labels: None,
         };
         LocalModel::from_parts(Model::<f32>::new(cfg, 0.5, 3).unwrap(), tok, "tiny".into())
     }

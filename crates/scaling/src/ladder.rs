@@ -483,6 +483,7 @@ impl Ladder {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
             tie_embeddings: false,
+            num_labels: None,
         }
     }
 

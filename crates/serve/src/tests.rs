@@ -1147,6 +1147,7 @@ mod real_engine {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
             tie_embeddings: false,
+            num_labels: None,
         };
         let model = LocalModel::from_parts(Model::new(cfg, 0.5, 11).unwrap(), tok, std::path::PathBuf::from("tiny"));
         let backend = Arc::new(EngineBackend::start_with_decoder(Arc::new(model), 4, new_decoder).unwrap());

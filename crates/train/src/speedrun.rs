@@ -99,6 +99,7 @@ fn model(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> Mod
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     }
 }
 

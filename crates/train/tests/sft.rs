@@ -41,6 +41,7 @@ fn setup(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     };
     let model = Model::<f32>::new(cfg.clone(), 0.02, 3).unwrap();
     let base = root.join("base");

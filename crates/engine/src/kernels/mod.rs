@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod norm;
+pub mod post_training;
 pub mod rope;
 pub mod swiglu;
 pub mod xent;

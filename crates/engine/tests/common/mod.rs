@@ -16,5 +16,6 @@ pub fn small_config(max_seq_len: usize) -> ModelConfig {
         rope_theta: 10000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     }
 }
