@@ -1,8 +1,10 @@
 //! ferrogpt-engine: the transformer itself, on the CPU, in the spirit of llm.c.
 //!
 //! Owns: the model shape ([`ModelConfig`]), the flat parameter buffer with
-//! Hugging Face Llama names ([`params`]), hand-written forward/backward kernels
-//! ([`kernels`]), the training forward/backward over preallocated activations
+//! Hugging Face Llama names ([`params`]) with the LM head or a classifier's
+//! score head ([`ModelConfig::num_labels`]), hand-written forward/backward
+//! kernels ([`kernels`]; post-training's pairwise and KL-penalised policy
+//! losses among them), the training forward/backward over preallocated activations
 //! ([`Model`], [`Activations`]), the multi-sequence KV-cache inference path
 //! ([`KvCache`], keys and values in f32 or f16), inference weights packed as
 //! f16 or llama.cpp's q8_0 ([`quant`], [`Model::quantize`]), the run-time
