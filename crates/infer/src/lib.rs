@@ -46,6 +46,8 @@ use std::path::{Path, PathBuf};
 const GENERATE_SLOTS: usize = 64;
 /// Prompt tokens [`LocalModel::generate`] prefills per step.
 const GENERATE_PREFILL_CHUNK: usize = 2048;
+/// Sequences [`LocalModel::classify`] runs through one forward pass.
+const CLASSIFY_BATCH: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
@@ -190,6 +192,46 @@ impl LocalModel {
             is_greedy,
             token_logprobs,
         })
+    }
+
+    /// A sequence classifier's outputs (its `num_labels` scores at the last
+    /// token: a reward model's one score, a safety classifier's logits) for
+    /// each of `sequences`, several at a time through the KV-cache forward.
+    pub fn classify(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, InferError> {
+        let Some(labels) = self.model.cfg.num_labels else {
+            return Err(InferError::Invalid(format!(
+                "{} is a language model, not a sequence classifier (its config.json has no num_labels)",
+                self.dir.display()
+            )));
+        };
+        let ctx = self.context_length();
+        for seq in sequences {
+            if seq.is_empty() {
+                return Err(InferError::Invalid("an empty sequence has nothing to classify".into()));
+            }
+            if seq.len() > ctx {
+                return Err(InferError::ContextLength {
+                    prompt: seq.len(),
+                    context: ctx,
+                });
+            }
+            if let Some(&token) = seq.iter().find(|&&t| t as usize >= self.model.cfg.vocab_size) {
+                return Err(InferError::BadToken {
+                    token,
+                    vocab: self.model.cfg.vocab_size,
+                });
+            }
+        }
+        let mut out = Vec::with_capacity(sequences.len());
+        let mut logits = Vec::new();
+        for group in sequences.chunks(CLASSIFY_BATCH) {
+            let longest = group.iter().map(Vec::len).max().unwrap_or(1);
+            let mut cache = KvCache::<f32>::new(&self.model.cfg, group.len(), longest);
+            let chunks: Vec<SeqChunk> = group.iter().enumerate().map(|(slot, tokens)| SeqChunk { slot, tokens }).collect();
+            self.model.forward_cached(&mut cache, &chunks, LogitsFor::Last, &mut logits)?;
+            out.extend(logits.chunks_exact(labels).map(<[f32]>::to_vec));
+        }
+        Ok(out)
     }
 
     /// The log-probability of every token given the ones before it (`None` for

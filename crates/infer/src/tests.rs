@@ -293,3 +293,37 @@ fn missing_or_broken_model_folders_name_the_file() {
     let e = LocalModel::load(Path::new("/nonexistent/model")).err().unwrap().to_string();
     assert!(e.contains("/nonexistent/model"), "{e}");
 }
+
+#[test]
+fn classify_matches_the_full_forward_at_each_sequences_last_token() {
+    let (_d, lm) = model_dir();
+    assert!(lm
+        .classify(&[vec![1, 2]])
+        .unwrap_err()
+        .to_string()
+        .contains("not a sequence classifier"));
+    let classifier = Model::classifier_from(lm.model(), 3, 0.5, 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    LocalModel::save_folder(dir.path(), &classifier, lm.tokenizer()).unwrap();
+    let classifier = LocalModel::load(dir.path()).unwrap();
+    let sequences: Vec<Vec<u32>> = ["the cat", "dogs ran on the mat 12", "ok"]
+        .iter()
+        .map(|t| text_prompt(classifier.tokenizer(), t).ids)
+        .collect();
+    let scores = classifier.classify(&sequences).unwrap();
+    assert_eq!(scores.len(), 3);
+    for (seq, got) in sequences.iter().zip(&scores) {
+        let mut acts = ferrogpt_engine::Activations::new(classifier.config(), 1, seq.len()).unwrap();
+        let mask = ferrogpt_engine::AttnMask::causal(seq.len());
+        classifier
+            .model()
+            .forward_logits(&mut acts, ferrogpt_engine::Input::Tokens(seq), &mask)
+            .unwrap();
+        let want = &acts.logits[(seq.len() - 1) * 3..];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+    }
+    assert!(classifier.classify(&[vec![]]).is_err());
+    assert!(classifier.classify(&[vec![1; 65]]).is_err());
+}
