@@ -9,6 +9,8 @@
 //! - the programmatic checkers of expected behaviour ([`check`]): a rule-based classifier of
 //!   this crate's own refusal styles into the RBRM classes, and preference pairs for the
 //!   reward model ([`preference_pair`]);
+//! - the rule-based reward model's rubric, grader interface and safety reward table
+//!   ([`rubric`]);
 //! - the JSONL form of examples in OpenAI's chat fine-tuning format ([`jsonl`]);
 //! - the scorecard of a model's replies to held-out examples ([`score`]): responses to
 //!   disallowed requests, sensitive-request compliance, over-refusal, helpfulness and
@@ -25,6 +27,7 @@
 pub mod check;
 mod helpful;
 pub mod jsonl;
+pub mod rubric;
 mod safety;
 pub mod score;
 mod steer;
@@ -34,6 +37,7 @@ mod text;
 
 pub use check::{check, classify_refusal, RefusalStyle, SafetyClass, Verdict};
 pub use jsonl::{read_jsonl, to_jsonl_line, write_jsonl, ChatDataError};
+pub use rubric::{safety_reward, Graded, GraderError, SafetyGrader};
 pub use score::{score, Rate, Scorecard};
 
 use ferrogpt_infer::{ChatMessage, Role};
@@ -82,6 +86,18 @@ impl Category {
         Category::SelfHarmDisclosure,
         Category::Benign,
     ];
+
+    /// The category's output index in [`Category::ALL`] (a moderation classifier's label):
+    /// `ALL` lists the variants in declaration order.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether a request of this category is flagged by moderation (it maps to at least one
+    /// OpenAI moderation category).
+    pub fn flagged(self) -> bool {
+        !self.moderation_categories().is_empty()
+    }
 
     pub fn class(self) -> PolicyClass {
         match self {

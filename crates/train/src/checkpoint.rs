@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 
 use ferrogpt_engine::io;
 use ferrogpt_engine::params::ParamLayout;
+use ferrogpt_engine::ModelConfig;
 use ferrogpt_infer::model_folder::{self, WEIGHTS_FILE};
 use ferrogpt_rng::Xoshiro256StarStar;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -125,10 +127,23 @@ pub fn save_checkpoint(
     state: &TrainState,
     tokenizer_json: &[u8],
 ) -> Result<(), TrainError> {
-    let cfg = &state.config.model;
+    write_checkpoint(dir, &state.config.model, params, m, v, state, tokenizer_json)
+}
+
+/// Writes a checkpoint folder atomically, with any stage's state as `state.json`
+/// (pretraining and SFT write a [`TrainState`]; the post-training stages their own).
+pub fn write_checkpoint<S: Serialize>(
+    dir: &Path,
+    model: &ModelConfig,
+    params: &[f32],
+    m: &[f32],
+    v: &[f32],
+    state: &S,
+    tokenizer_json: &[u8],
+) -> Result<(), TrainError> {
     model_folder::publish(dir, |tmp| -> Result<(), TrainError> {
-        model_folder::write_model_files(tmp, cfg, params, tokenizer_json)?;
-        let layout = ParamLayout::new(cfg);
+        model_folder::write_model_files(tmp, model, params, tokenizer_json)?;
+        let layout = ParamLayout::new(model);
         let mut tensors = Vec::with_capacity(2 * layout.tensors.len());
         for (prefix, buf) in [("m", m), ("v", v)] {
             for t in &layout.tensors {
@@ -142,13 +157,51 @@ pub fn save_checkpoint(
     })
 }
 
+/// The tensors of a checkpoint: weights and AdamW's moments in the layout of `config`.
+pub struct CheckpointTensors {
+    pub config: ModelConfig,
+    pub params: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// Reads a checkpoint folder written by [`write_checkpoint`] after verifying its
+/// checksums: its stage state and its tensors (shape from its `config.json`).
+pub fn read_checkpoint<S: DeserializeOwned>(dir: &Path) -> Result<(S, CheckpointTensors), TrainError> {
+    model_folder::verify_checksums(dir)?;
+    let state_text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| ckpt_err(dir, STATE_FILE, e.to_string()))?;
+    let state: S = serde_json::from_str(&state_text).map_err(|e| ckpt_err(dir, STATE_FILE, format!("not a valid training state ({e})")))?;
+    let config = model_folder::read_config(dir)?;
+    let layout = ParamLayout::new(&config);
+    let params = io::load_model(&dir.join(WEIGHTS_FILE), &layout)?;
+    let mut opt = io::load_tensors(&dir.join(OPTIMIZER_FILE))?;
+    let mut take = |prefix: &str| -> Result<Vec<f32>, TrainError> {
+        let mut buf = vec![0.0f32; layout.total];
+        for t in &layout.tensors {
+            let name = format!("{prefix}.{}", t.name);
+            let (shape, data) = opt
+                .remove(&name)
+                .ok_or_else(|| ckpt_err(dir, OPTIMIZER_FILE, format!("tensor {name} is missing")))?;
+            if shape != t.shape {
+                return Err(ckpt_err(
+                    dir,
+                    OPTIMIZER_FILE,
+                    format!("tensor {name} has shape {shape:?}, the config needs {:?}", t.shape),
+                ));
+            }
+            buf[t.range()].copy_from_slice(&data);
+        }
+        Ok(buf)
+    };
+    let m = take("m")?;
+    let v = take("v")?;
+    Ok((state, CheckpointTensors { config, params, m, v }))
+}
+
 impl Checkpoint {
     /// Loads a checkpoint folder after verifying its checksums.
     pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
-        model_folder::verify_checksums(dir)?;
-        let state_text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| ckpt_err(dir, STATE_FILE, e.to_string()))?;
-        let state: TrainState =
-            serde_json::from_str(&state_text).map_err(|e| ckpt_err(dir, STATE_FILE, format!("not a valid training state ({e})")))?;
+        let (state, tensors): (TrainState, _) = read_checkpoint(dir)?;
         if state.format != STATE_FORMAT {
             return Err(ckpt_err(
                 dir,
@@ -157,35 +210,19 @@ impl Checkpoint {
             ));
         }
         state.config.validate()?;
-        let layout = ParamLayout::new(&state.config.model);
-        let params = io::load_model(&dir.join(WEIGHTS_FILE), &layout)?;
-        let mut opt = io::load_tensors(&dir.join(OPTIMIZER_FILE))?;
-        let mut take = |prefix: &str| -> Result<Vec<f32>, TrainError> {
-            let mut buf = vec![0.0f32; layout.total];
-            for t in &layout.tensors {
-                let name = format!("{prefix}.{}", t.name);
-                let (shape, data) = opt
-                    .remove(&name)
-                    .ok_or_else(|| ckpt_err(dir, OPTIMIZER_FILE, format!("tensor {name} is missing")))?;
-                if shape != t.shape {
-                    return Err(ckpt_err(
-                        dir,
-                        OPTIMIZER_FILE,
-                        format!("tensor {name} has shape {shape:?}, the config needs {:?}", t.shape),
-                    ));
-                }
-                buf[t.range()].copy_from_slice(&data);
-            }
-            Ok(buf)
-        };
-        let m = take("m")?;
-        let v = take("v")?;
+        if tensors.config != state.config.model {
+            return Err(ckpt_err(
+                dir,
+                STATE_FILE,
+                "its model config differs from the checkpoint's config.json",
+            ));
+        }
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             state,
-            params,
-            m,
-            v,
+            params: tensors.params,
+            m: tensors.m,
+            v: tensors.v,
         })
     }
 }

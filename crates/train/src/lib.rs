@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod peak;
 pub mod sft;
 pub mod speedrun;
+pub mod stage;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, TrainState};

@@ -30,6 +30,9 @@ pub struct Record {
     pub val_loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_bpb: Option<f64>,
+    /// A post-training stage's own figures (`accuracy`, `reward`, `kl`...), as top-level keys.
+    #[serde(flatten)]
+    pub figures: std::collections::BTreeMap<String, f64>,
 }
 
 /// Appends records to a JSONL file, one flushed line each, so a killed run
