@@ -9,6 +9,7 @@
 //! - the programmatic checkers of expected behaviour ([`check`]): a rule-based classifier of
 //!   this crate's own refusal styles into the RBRM classes, and preference pairs for the
 //!   reward model ([`preference_pair`]);
+//! - what a moderation classifier's output means under OpenAI's category names ([`moderation`]);
 //! - the rule-based reward model's rubric, grader interface and safety reward table
 //!   ([`rubric`]);
 //! - the JSONL form of examples in OpenAI's chat fine-tuning format ([`jsonl`]);
@@ -27,6 +28,7 @@
 pub mod check;
 mod helpful;
 pub mod jsonl;
+pub mod moderation;
 pub mod rubric;
 mod safety;
 pub mod score;

@@ -29,6 +29,11 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Fine-tune a model folder on conversations (SFT): loss on assistant replies only, packed rows, exact resume
     Sft(commands::sft::SftArgs),
+    /// Reward model and safety/moderation classifiers (scorers started from a language model)
+    #[command(subcommand)]
+    Rm(commands::rm::RmCommand),
+    /// RLHF: GRPO against the reward model plus the rule-based safety reward, KL-penalised to the SFT model
+    Rlhf(commands::rlhf::RlhfArgs),
     /// Sample text from a model folder with the KV cache, streaming to stdout
     Generate(commands::generate::GenerateArgs),
     /// Throughput benchmarks of the engine
@@ -60,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         Command::Tokenizer(cmd) => commands::tokenizer::run(cmd),
         Command::Train(args) => commands::train::run(args),
         Command::Sft(args) => commands::sft::run(args),
+        Command::Rm(cmd) => commands::rm::run(cmd),
+        Command::Rlhf(args) => commands::rlhf::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Eval(args) => commands::eval::run(args),

@@ -111,6 +111,20 @@ impl LocalModel {
     pub fn model(&self) -> &Model<f32> {
         &self.model
     }
+
+    /// Replaces the weights with `params` (same layout): RLHF generates its rollouts with the
+    /// policy as it is being trained.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), InferError> {
+        if params.len() != self.model.params.len() {
+            return Err(InferError::Invalid(format!(
+                "{} parameters given, the model has {}",
+                params.len(),
+                self.model.params.len()
+            )));
+        }
+        self.model.params.copy_from_slice(params);
+        Ok(())
+    }
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

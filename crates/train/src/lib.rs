@@ -17,10 +17,13 @@
 //! part through it) or sampling (ferrogpt-infer) — it only drives them.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod conversations;
 pub mod metrics;
+pub mod order;
 pub mod peak;
+pub mod rlhf;
 pub mod sft;
 pub mod speedrun;
 pub mod stage;
@@ -49,6 +52,8 @@ pub enum TrainError {
     Checkpoint { dir: PathBuf, file: String, why: String },
     #[error(transparent)]
     Engine(#[from] ferrogpt_engine::EngineError),
+    #[error("the rule-based reward model's grader failed")]
+    Grader(#[source] Box<ferrogpt_chatdata::GraderError>),
     #[error(transparent)]
     Tokenizer(#[from] ferrogpt_tokenizer::TokenizerError),
     #[error(transparent)]

@@ -103,8 +103,13 @@ pub fn run_stage<O: Objective>(
     match (&latest, resume) {
         (Some(dir), true) => {
             let (state, tensors): (StageState<O::Cursor>, CheckpointTensors) = checkpoint::read_checkpoint(dir)?;
-            if state.stage != *cfg {
-                return Err(stage_mismatch(dir, cfg));
+            // A run may be moved or copied: only its settings must match, not its folder.
+            let saved = StageConfig {
+                out_dir: cfg.out_dir.clone(),
+                ..state.stage
+            };
+            if saved != *cfg {
+                return Err(stage_mismatch(dir, &saved, cfg));
             }
             if tensors.config != model.cfg {
                 return Err(TrainError::Config {
@@ -192,12 +197,23 @@ pub fn run_stage<O: Objective>(
     Ok((model, summary))
 }
 
-fn stage_mismatch(dir: &Path, cfg: &StageConfig) -> TrainError {
+fn stage_mismatch(dir: &Path, saved: &StageConfig, cfg: &StageConfig) -> TrainError {
+    let as_map = |c: &StageConfig| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (saved, now) = (as_map(saved), as_map(cfg));
+    let differing: Vec<String> = now
+        .iter()
+        .filter(|(k, v)| saved.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k} = {v} (checkpoint: {})", saved.get(k).unwrap_or(&serde_json::Value::Null)))
+        .collect();
     TrainError::Config {
         key: cfg.name.clone(),
         why: format!(
-            "its settings differ from those saved in checkpoint {}; resuming needs the same settings",
-            dir.display()
+            "resuming needs the settings saved in checkpoint {}; these differ: {}",
+            dir.display(),
+            differing.join(", ")
         ),
     }
 }

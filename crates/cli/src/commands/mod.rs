@@ -4,6 +4,8 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod rlhf;
+pub mod rm;
 pub mod scale;
 pub mod serve;
 pub mod sft;
