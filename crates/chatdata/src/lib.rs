@@ -42,7 +42,9 @@ pub use jsonl::{read_jsonl, to_jsonl_line, write_jsonl, ChatDataError};
 pub use rubric::{safety_reward, Graded, GraderError, SafetyGrader};
 pub use score::{score, Rate, Scorecard};
 
-use ferrogpt_infer::{ChatMessage, Role};
+/// The message types of this crate's API (owned by ferrogpt-infer), for callers that need
+/// no other part of it.
+pub use ferrogpt_infer::{ChatMessage, Role};
 use ferrogpt_rng::{mix, SplitMix64};
 use serde::{Deserialize, Serialize};
 

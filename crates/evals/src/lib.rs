@@ -2,7 +2,8 @@
 //! (openai/evals' YAML + JSONL layout), the eval templates with upstream's exact scoring
 //! semantics and report keys, completion functions (`dummy`, OpenAI-compatible HTTP
 //! endpoints, and a hook for an in-process local model), the parallel runner with retries
-//! and a request cache, eval sets with resume ([`evalset`]), the confinement of data files
+//! and a request cache, GPT-4's zero-shot rule-based reward model over any completion
+//! function ([`rbrm`], implementing ferrogpt-chatdata's grader interface), eval sets with resume ([`evalset`]), the confinement of data files
 //! to their registry ([`data`]), the JSONL run log, and HTML/terminal reports of runs.
 //!
 //! It must not touch model internals: local models come in through the
@@ -17,6 +18,7 @@ pub mod log;
 pub mod metrics;
 pub mod prompt;
 pub mod pyrandom;
+pub mod rbrm;
 pub mod registry;
 pub mod report;
 pub mod runner;

@@ -8,7 +8,10 @@
 //! exact resume ([`checkpoint`]); MFU against the larger of the measured sgemm
 //! peak and the CPU's FMA peak ([`peak`]); and `speedrun`, the data ->
 //! tokenizer -> pretrain -> samples pipeline that writes `report.md`
-//! ([`speedrun`]).
+//! ([`speedrun`]). Post-training beyond SFT: the reward model and the safety and
+//! moderation classifiers ([`classifier`]), RLHF ([`rlhf`]), the optimisation loop
+//! they share ([`stage`]) and the speedrun's post-training pipeline and report
+//! ([`post_training`]).
 //!
 //! Must not touch: the model's kernels and optimizer maths (ferrogpt-engine),
 //! tokenization (ferrogpt-tokenizer), corpora, sources and shard formats
@@ -23,6 +26,7 @@ pub mod conversations;
 pub mod metrics;
 pub mod order;
 pub mod peak;
+pub mod post_training;
 pub mod rlhf;
 pub mod sft;
 pub mod speedrun;

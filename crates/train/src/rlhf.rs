@@ -107,7 +107,7 @@ struct Rollout {
 }
 
 /// The RLHF objective: rollouts, rewards, group-relative advantages, policy loss with KL.
-pub struct RlhfObjective {
+pub struct RlhfObjective<'g> {
     plan: RlhfPlan,
     examples: Vec<Example>,
     prompts: Vec<Vec<u32>>,
@@ -116,12 +116,14 @@ pub struct RlhfObjective {
     policy: LocalModel,
     reference: Model<f32>,
     reward_model: LocalModel,
-    grader: TrainedGrader,
+    grader: &'g dyn SafetyGrader,
     seq_len: usize,
 }
 
-impl RlhfObjective {
-    pub fn new(plan: &RlhfPlan, policy: LocalModel) -> Result<Self, TrainError> {
+impl<'g> RlhfObjective<'g> {
+    /// The objective for `policy` under `plan`, with `grader` as the rule-based reward
+    /// model (`plan.grader` is not read here: [`rlhf`] loads it as the trained grader).
+    pub fn new(plan: &RlhfPlan, policy: LocalModel, grader: &'g dyn SafetyGrader) -> Result<Self, TrainError> {
         let reward_model = LocalModel::load(&plan.reward_model)?;
         if reward_model.config().num_labels != Some(1) {
             return Err(TrainError::Config {
@@ -129,7 +131,6 @@ impl RlhfObjective {
                 why: format!("{} is not a reward model (one output)", plan.reward_model.display()),
             });
         }
-        let grader = TrainedGrader::new(LocalModel::load(&plan.grader)?)?;
         let tokenizer = policy.tokenizer();
         let seq_len = policy.context_length();
         let examples = ferrogpt_chatdata::generate(Split::Train, plan.prompts, mix(plan.seed ^ 0x726c_6866));
@@ -271,7 +272,7 @@ fn group_advantages(rollouts: &mut [Rollout], group_size: usize) {
     }
 }
 
-impl Objective for RlhfObjective {
+impl Objective for RlhfObjective<'_> {
     type Cursor = OrderCursor;
 
     fn step(&mut self, model: &mut Model<f32>, step: u64) -> Result<StepReport, TrainError> {
@@ -360,13 +361,21 @@ impl Objective for RlhfObjective {
     }
 }
 
-/// Runs RLHF from the fine-tuned model (resuming when `resume`); the tuned policy
-/// is `plan.out_dir/model`.
+/// Runs RLHF from the fine-tuned model with the trained safety classifier `plan.grader`
+/// as the rule-based reward model (resuming when `resume`); the tuned policy is
+/// `plan.out_dir/model`.
 pub fn rlhf(plan: &RlhfPlan, resume: bool, progress: bool) -> Result<StageSummary, TrainError> {
+    let grader = TrainedGrader::new(LocalModel::load(&plan.grader)?)?;
+    rlhf_with_grader(plan, &grader, resume, progress)
+}
+
+/// RLHF with any rule-based reward model: the trained classifier, or a zero-shot grader
+/// over a completion function (ferrogpt-evals' `rbrm::ZeroShotGrader`).
+pub fn rlhf_with_grader(plan: &RlhfPlan, grader: &dyn SafetyGrader, resume: bool, progress: bool) -> Result<StageSummary, TrainError> {
     let policy = LocalModel::load(&plan.policy)?;
     let model = Model::from_params(policy.config().clone(), policy.model().params.clone())?;
     let tokenizer_json = policy.tokenizer().to_json();
-    let mut objective = RlhfObjective::new(plan, policy)?;
+    let mut objective = RlhfObjective::new(plan, policy, grader)?;
     let (_, summary) = run_stage(model, &mut objective, &plan.stage(), tokenizer_json.as_bytes(), resume, progress)?;
     Ok(summary)
 }

@@ -1,5 +1,6 @@
 //! `ferrogpt speedrun`: data -> tokenizer -> shards -> pretraining -> samples
-//! -> supervised fine-tuning -> the assistant's scorecard, ending in `report.md`.
+//! -> post-training (SFT, reward model, safety and moderation classifiers, RLHF:
+//! [`post_training`]) -> the models' scorecards, ending in `report.md`.
 //!
 //! The corpus is what any machine has: the system's manual pages when present,
 //! plus the project's synthetic generators, so the run never fails for lack of
@@ -8,8 +9,9 @@
 //! ```text
 //! DIR/tokenizer.json  DIR/data/ (shards, manifest.json)  DIR/train.toml
 //! DIR/metrics.jsonl   DIR/loss.svg   DIR/checkpoints/   DIR/base/ (pretrained)
-//! DIR/sft/ (train.jsonl, val.jsonl, sft.toml, metrics, checkpoints, model/)
-//! DIR/model/ (the final chat model)   DIR/report.md   DIR/summary.json
+//! DIR/sft/ DIR/reward/ DIR/safety/ DIR/moderation/ DIR/rlhf/ (each with its model/)
+//! DIR/model/ (the final chat model, its moderation classifier in model/moderation/)
+//! DIR/report.md   DIR/summary.json   DIR/post_training.svg
 //! ```
 //! `DIR/train.toml` and `DIR/sft/sft.toml` are the exact training configs, so
 //! `ferrogpt train --config ... --resume` continues an interrupted stage.
@@ -18,17 +20,16 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferrogpt_chatdata::Scorecard;
 use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, Source, Split, SyntheticSource, TokenShards};
 use ferrogpt_engine::config::swiglu_hidden;
 use ferrogpt_engine::{AdamWConfig, ModelConfig, Schedule};
-use ferrogpt_infer::{model_folder, text_prompt, GenerationRequest, LocalModel, SamplingParams};
+use ferrogpt_infer::{text_prompt, GenerationRequest, LocalModel, SamplingParams};
 use ferrogpt_progress::Progress;
 use ferrogpt_tokenizer::Tokenizer;
 
 use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
 use crate::peak::PeakSource;
-use crate::sft::{self, SftPlan};
+use crate::post_training::{self, fmt_secs, PostSpec, PostTraining, RlhfSpec, ScorerSpec, SftSpec};
 use crate::trainer::{self, human, TrainOptions, TrainSummary};
 use crate::{io_err, TrainError};
 
@@ -67,24 +68,7 @@ pub struct PresetSpec {
     pub eval_tokens: usize,
     pub checkpoint_every: u64,
     pub sample_tokens: usize,
-    pub sft: SftSpec,
-}
-
-/// The supervised fine-tuning stage of a preset, on ferrogpt-chatdata's conversations.
-#[derive(Clone, Debug)]
-pub struct SftSpec {
-    /// Conversations trained on (train split: its templates and wordings only).
-    pub train_conversations: usize,
-    /// Held-out conversations of the test split: the validation loss on replies.
-    pub val_conversations: usize,
-    /// Held-out requests, another seed of the test split, that base and fine-tuned models
-    /// answer for the scorecard.
-    pub eval_requests: usize,
-    pub epochs: f64,
-    pub lr: f64,
-    pub batch_size: usize,
-    /// Longest reply generated for the scorecard.
-    pub reply_tokens: usize,
+    pub post: PostSpec,
 }
 
 fn model(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> ModelConfig {
@@ -135,14 +119,31 @@ impl PresetSpec {
                 eval_tokens: 8_192,
                 checkpoint_every: 75,
                 sample_tokens: 48,
-                sft: SftSpec {
-                    train_conversations: 300,
-                    val_conversations: 40,
-                    eval_requests: 60,
-                    epochs: 1.0,
-                    lr: 1e-3,
-                    batch_size: 8,
-                    reply_tokens: 24,
+                post: PostSpec {
+                    sft: SftSpec {
+                        train_conversations: 300,
+                        val_conversations: 40,
+                        eval_requests: 60,
+                        epochs: 1.0,
+                        lr: 1e-3,
+                        batch_size: 8,
+                        reply_tokens: 24,
+                    },
+                    scorers: ScorerSpec {
+                        train_examples: 600,
+                        test_examples: 200,
+                        steps: 30,
+                        batch_size: 8,
+                        lr: 1e-3,
+                    },
+                    rlhf: RlhfSpec {
+                        steps: 8,
+                        prompts_per_step: 4,
+                        group_size: 4,
+                        max_reply_tokens: 24,
+                        lr: 3e-5,
+                        beta: 0.05,
+                    },
                 },
             },
             // The benchmark's reference shape (vocab 4096, d 256, 4 layers, 4
@@ -169,14 +170,31 @@ impl PresetSpec {
                 eval_tokens: 32_768,
                 checkpoint_every: 200,
                 sample_tokens: 96,
-                sft: SftSpec {
-                    train_conversations: 6_000,
-                    val_conversations: 200,
-                    eval_requests: 400,
-                    epochs: 2.0,
-                    lr: 1e-3,
-                    batch_size: 16,
-                    reply_tokens: 48,
+                post: PostSpec {
+                    sft: SftSpec {
+                        train_conversations: 6_000,
+                        val_conversations: 200,
+                        eval_requests: 400,
+                        epochs: 2.0,
+                        lr: 1e-3,
+                        batch_size: 16,
+                        reply_tokens: 48,
+                    },
+                    scorers: ScorerSpec {
+                        train_examples: 4_000,
+                        test_examples: 600,
+                        steps: 150,
+                        batch_size: 8,
+                        lr: 5e-4,
+                    },
+                    rlhf: RlhfSpec {
+                        steps: 40,
+                        prompts_per_step: 8,
+                        group_size: 4,
+                        max_reply_tokens: 40,
+                        lr: 3e-5,
+                        beta: 0.05,
+                    },
                 },
             },
             // About 12M parameters (d 320, 6 layers, ctx 512) for ~49M tokens, two
@@ -202,14 +220,31 @@ impl PresetSpec {
                 eval_tokens: 131_072,
                 checkpoint_every: 250,
                 sample_tokens: 160,
-                sft: SftSpec {
-                    train_conversations: 40_000,
-                    val_conversations: 500,
-                    eval_requests: 1_000,
-                    epochs: 3.0,
-                    lr: 6e-4,
-                    batch_size: 16,
-                    reply_tokens: 64,
+                post: PostSpec {
+                    sft: SftSpec {
+                        train_conversations: 40_000,
+                        val_conversations: 500,
+                        eval_requests: 1_000,
+                        epochs: 3.0,
+                        lr: 6e-4,
+                        batch_size: 16,
+                        reply_tokens: 64,
+                    },
+                    scorers: ScorerSpec {
+                        train_examples: 20_000,
+                        test_examples: 2_000,
+                        steps: 600,
+                        batch_size: 16,
+                        lr: 3e-4,
+                    },
+                    rlhf: RlhfSpec {
+                        steps: 200,
+                        prompts_per_step: 16,
+                        group_size: 4,
+                        max_reply_tokens: 64,
+                        lr: 2e-5,
+                        beta: 0.05,
+                    },
                 },
             },
         }
@@ -266,19 +301,6 @@ pub struct SpeedrunReport {
 
 /// Where the pretrained model is kept once fine-tuning starts from it.
 pub const BASE_DIR: &str = "base";
-/// The fine-tuning stage's folder.
-pub const SFT_DIR: &str = "sft";
-
-/// What the post-training stages produced.
-#[derive(Debug)]
-pub struct PostTraining {
-    pub sft: TrainSummary,
-    /// The same held-out requests answered by the base and by the fine-tuned model.
-    pub base_card: Scorecard,
-    pub sft_card: Scorecard,
-    /// A few held-out requests (system and user text) with the fine-tuned model's replies.
-    pub chats: Vec<(String, String)>,
-}
 
 /// The headline figures of a speedrun as JSON, next to `report.md`.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -294,13 +316,16 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     // Absolute paths in `train.toml` keep `ferrogpt train --resume` working from any directory.
     let out = &out.canonicalize().map_err(io_err(out))?;
-    for stale in ["checkpoints", trainer::MODEL_DIR, BASE_DIR, SFT_DIR] {
+    for stale in ["checkpoints", trainer::MODEL_DIR, BASE_DIR]
+        .into_iter()
+        .chain(post_training::STAGE_DIRS)
+    {
         let p = out.join(stale);
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(io_err(&p))?;
         }
     }
-    let mut stages: Vec<(&str, f64)> = Vec::new();
+    let mut stages: Vec<(&'static str, f64)> = Vec::new();
 
     let t = Instant::now();
     let corpus = build_corpus(&spec.corpus, out, progress)?;
@@ -324,13 +349,12 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
     pb.finish();
     stages.push(("baseline + samples", t.elapsed().as_secs_f64()));
 
-    // The pretrained model becomes DIR/base; fine-tuning on chat data starts from it, and its
-    // result is published as DIR/model, the folder `ferrogpt serve` and the report point at.
+    // The pretrained model becomes DIR/base; post-training starts from it and publishes the
+    // chat model as DIR/model, the folder `ferrogpt serve` and the report point at.
     let base_dir = out.join(BASE_DIR);
     std::fs::rename(&summary.model_dir, &base_dir).map_err(io_err(&base_dir))?;
-    let post = post_train(&spec.sft, out, &base_dir, progress, &mut stages)?;
     let model_dir = out.join(trainer::MODEL_DIR);
-    copy_model_folder(&post.sft.model_dir, &model_dir)?;
+    let post = post_training::run(&spec.post, out, &base_dir, &model_dir, progress, &mut stages)?;
 
     let wall_secs = t0.elapsed().as_secs_f64();
     let report = out.join("report.md");
@@ -374,14 +398,7 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
         "wall_secs": wall_secs,
         "corpus_train_bytes": corpus.manifest.totals.train.bytes,
         "corpus_train_tokens": corpus.manifest.totals.train.tokens,
-        "sft": {
-            "steps": post.sft.steps,
-            "train_secs": post.sft.train_secs,
-            "val_loss_replies": post.sft.val_loss,
-            "val_bpb_replies": post.sft.val_bpb,
-            "base_scorecard": card_json(&post.base_card),
-            "sft_scorecard": card_json(&post.sft_card),
-        },
+        "post_training": post_training::summary_json(&post),
     });
     let summary_path = out.join(SUMMARY_FILE);
     std::fs::write(&summary_path, serde_json::to_string_pretty(&figures).unwrap_or_default()).map_err(io_err(&summary_path))?;
@@ -393,85 +410,6 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
         post,
         unigram_bpb,
         wall_secs,
-    })
-}
-
-/// Supervised fine-tuning of `base` on ferrogpt-chatdata's conversations into `out/sft`, then
-/// the scorecards of the base and the fine-tuned model on the same held-out requests. The
-/// train split's templates never appear in the validation or scorecard requests, which come
-/// from the test split under two other seeds.
-fn post_train(spec: &SftSpec, out: &Path, base: &Path, progress: bool, stages: &mut Vec<(&str, f64)>) -> Result<PostTraining, TrainError> {
-    use ferrogpt_chatdata::Split as ChatSplit;
-    let t = Instant::now();
-    let dir = out.join(SFT_DIR);
-    let (train_path, val_path) = (dir.join("train.jsonl"), dir.join("val.jsonl"));
-    sft::write_conversations(&train_path, ChatSplit::Train, spec.train_conversations, 0)?;
-    sft::write_conversations(&val_path, ChatSplit::Test, spec.val_conversations, 1)?;
-    let plan = SftPlan {
-        epochs: spec.epochs,
-        lr: spec.lr,
-        batch_size: spec.batch_size,
-        ..SftPlan::new(base, &train_path, &val_path, &dir)
-    };
-    let cfg = plan.config()?;
-    let cfg_path = dir.join("sft.toml");
-    std::fs::write(&cfg_path, cfg.to_toml()?).map_err(io_err(&cfg_path))?;
-    let sft = trainer::train(&cfg, &TrainOptions { resume: false, progress })?;
-    stages.push(("supervised fine-tuning (incl. evaluation, checkpoints)", t.elapsed().as_secs_f64()));
-
-    let t = Instant::now();
-    let pb = Progress::spinner(progress, "scorecards");
-    pb.set_message(format!("{} held-out requests, base and fine-tuned", spec.eval_requests));
-    let requests = ferrogpt_chatdata::generate(ChatSplit::Test, spec.eval_requests, 2);
-    let (base_card, _) = sft::behaviour(base, &requests, spec.reply_tokens)?;
-    let (sft_card, replies) = sft::behaviour(&sft.model_dir, &requests, spec.reply_tokens)?;
-    pb.finish();
-    stages.push(("scorecards (base and fine-tuned)", t.elapsed().as_secs_f64()));
-    let chats = requests
-        .iter()
-        .zip(&replies)
-        .take(6)
-        .map(|(e, reply)| {
-            let asked: Vec<String> = e.prompt().iter().map(|m| format!("{}: {}", m.role.as_str(), m.text())).collect();
-            (asked.join("\n"), reply.clone())
-        })
-        .collect();
-    Ok(PostTraining {
-        sft,
-        base_card,
-        sft_card,
-        chats,
-    })
-}
-
-/// Publishes a copy of the model folder `from` as `to`, whole or not at all.
-fn copy_model_folder(from: &Path, to: &Path) -> Result<(), TrainError> {
-    model_folder::publish(to, |tmp| -> Result<(), TrainError> {
-        for entry in std::fs::read_dir(from).map_err(io_err(from))? {
-            let path = entry.map_err(io_err(from))?.path();
-            if let Some(name) = path.file_name() {
-                std::fs::copy(&path, tmp.join(name)).map_err(io_err(&path))?;
-            }
-        }
-        Ok(())
-    })
-}
-
-/// A scorecard's rates as JSON: each as `{"hits", "total", "rate"}`.
-fn card_json(card: &Scorecard) -> serde_json::Value {
-    let rate = |r: &ferrogpt_chatdata::Rate| serde_json::json!({"hits": r.hits, "total": r.total, "rate": r.value()});
-    serde_json::json!({
-        "helpful": rate(&card.helpful),
-        "system_message_adherence": rate(&card.steerability),
-        "system_message_adherence_by_task": card
-            .steerability_by_task
-            .iter()
-            .map(|(task, r)| (task.as_str().to_string(), rate(r)))
-            .collect::<serde_json::Map<_, _>>(),
-        "disallowed_responses": rate(&card.disallowed_responses),
-        "desired_style_refusals": rate(&card.desired_refusals),
-        "sensitive_compliance": rate(&card.sensitive_compliance),
-        "over_refusal": rate(&card.over_refusal),
     })
 }
 
@@ -508,14 +446,6 @@ struct ReportInput<'a> {
     stages: &'a [(&'a str, f64)],
     wall_secs: f64,
     out: &'a Path,
-}
-
-fn fmt_secs(s: f64) -> String {
-    if s >= 60.0 {
-        format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else {
-        format!("{s:.1}s")
-    }
 }
 
 fn render_report(r: &ReportInput) -> String {
@@ -608,7 +538,7 @@ fn render_report(r: &ReportInput) -> String {
     for (prompt, text) in r.samples {
         let _ = writeln!(t, "Prompt `{prompt:?}`:\n```text\n{prompt}{text}\n```\n");
     }
-    render_post_training(&mut t, r);
+    post_training::render(&mut t, r.post, &r.spec.post);
     let _ = writeln!(t, "## Stages\n\n| stage | time |\n|---|---:|");
     for (name, secs) in r.stages {
         let _ = writeln!(t, "| {name} | {} |", fmt_secs(*secs));
@@ -622,69 +552,6 @@ fn render_report(r: &ReportInput) -> String {
     );
     let _ = writeln!(t, "Everything else (shards, metrics, checkpoints) is under `{}`.", r.out.display());
     t
-}
-
-/// Fine-tuning's figures and the base and fine-tuned models side by side on the same
-/// held-out requests.
-fn render_post_training(t: &mut String, r: &ReportInput) {
-    let (p, spec) = (r.post, &r.spec.sft);
-    let _ = writeln!(t, "## Post-training\n");
-    let _ = writeln!(
-        t,
-        "Supervised fine-tuning on {} generated conversations (train templates only; `{}`) for {} steps in {}: \
-         validation loss on the replies of {} held-out conversations {:.4} nats/token ({:.3} bits/byte).\n",
-        spec.train_conversations,
-        SFT_DIR,
-        p.sft.steps,
-        fmt_secs(p.sft.train_secs),
-        spec.val_conversations,
-        p.sft.val_loss,
-        p.sft.val_bpb
-    );
-    let _ = writeln!(
-        t,
-        "The same {} held-out requests (test templates and wording, greedy, at most {} tokens), \
-         checked by ferrogpt-chatdata's rules; 95% Wilson intervals.\n",
-        spec.eval_requests, spec.reply_tokens
-    );
-    let _ = writeln!(t, "| measure | base | fine-tuned |\n|---|---:|---:|");
-    let (b, s) = (&p.base_card, &p.sft_card);
-    let rows = [
-        ("helpful tasks answered correctly", &b.helpful, &s.helpful),
-        ("system-message adherence", &b.steerability, &s.steerability),
-        (
-            "responses to disallowed requests (lower is better)",
-            &b.disallowed_responses,
-            &s.disallowed_responses,
-        ),
-        ("refusals in the desired style", &b.desired_refusals, &s.desired_refusals),
-        (
-            "sensitive requests given the safe completion",
-            &b.sensitive_compliance,
-            &s.sensitive_compliance,
-        ),
-        (
-            "over-refusal of allowed look-alikes (lower is better)",
-            &b.over_refusal,
-            &s.over_refusal,
-        ),
-    ];
-    for (name, base, tuned) in rows {
-        let _ = writeln!(t, "| {name} | {} | {} |", base.describe(), tuned.describe());
-    }
-    for ((task, base), (_, tuned)) in b.steerability_by_task.iter().zip(&s.steerability_by_task) {
-        let _ = writeln!(
-            t,
-            "| — system message: {} | {} | {} |",
-            task.as_str(),
-            base.describe(),
-            tuned.describe()
-        );
-    }
-    let _ = writeln!(t, "\nFine-tuned replies to held-out requests:\n");
-    for (asked, reply) in &p.chats {
-        let _ = writeln!(t, "```text\n{asked}\nassistant: {reply}\n```\n");
-    }
 }
 
 #[cfg(test)]

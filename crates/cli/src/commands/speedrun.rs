@@ -51,18 +51,26 @@ pub fn run(args: SpeedrunArgs) -> anyhow::Result<()> {
         s.tokens_per_sec,
         s.mfu * 100.0
     );
-    let (base, tuned) = (&r.post.base_card, &r.post.sft_card);
+    let cards = [&r.post.base_card, &r.post.sft_card, &r.post.rlhf_card];
+    let [disallowed, over_refusal, adherence] = [
+        cards.map(|c| c.disallowed_responses.describe()),
+        cards.map(|c| c.over_refusal.describe()),
+        cards.map(|c| c.steerability.describe()),
+    ];
     println!(
-        "fine-tuned {} steps: replies' validation loss {:.4} nats/token; responses to disallowed requests {} -> {}, over-refusal {} -> {}, system-message adherence {} -> {}",
-        r.post.sft.steps,
-        r.post.sft.val_loss,
-        base.disallowed_responses.describe(),
-        tuned.disallowed_responses.describe(),
-        base.over_refusal.describe(),
-        tuned.over_refusal.describe(),
-        base.steerability.describe(),
-        tuned.steerability.describe()
+        "base -> fine-tuned -> RLHF: responses to disallowed requests {}; over-refusal {}; system-message adherence {}",
+        disallowed.join(" -> "),
+        over_refusal.join(" -> "),
+        adherence.join(" -> ")
     );
+    for goal in ferrogpt_train::post_training::goals(&r.post) {
+        println!(
+            "goal: {}: {} ({})",
+            goal.name,
+            goal.measured,
+            if goal.reached { "reached" } else { "not reached" }
+        );
+    }
     if let Some(name) = &args.scaling {
         scaling_stage(name, &args.out, &r.report, !args.quiet)?;
     }
