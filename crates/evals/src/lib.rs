@@ -15,6 +15,7 @@ pub mod error;
 pub mod evalset;
 pub mod log;
 pub mod metrics;
+pub mod multiple_choice;
 pub mod prompt;
 pub mod pyrandom;
 pub mod registry;
