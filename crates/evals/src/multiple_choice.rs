@@ -275,6 +275,130 @@ fn parse_bigbench_example(example: &Value) -> std::result::Result<(String, Vec<S
     Ok((input.to_string(), scored.into_iter().map(|(c, _)| c).collect(), gold))
 }
 
+/// A multiple-choice task by name, as `ferrogpt eval mc --task` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McTask {
+    /// EXAMS from upstream's registry: one language, or every language (`None`).
+    Exams { language: Option<String> },
+    /// TruthfulQA MC1 from BIG-bench's release.
+    TruthfulQa,
+    /// Any BIG-bench JSON multiple-choice task (its file must be given).
+    BigBench,
+}
+
+impl std::str::FromStr for McTask {
+    type Err = EvalError;
+
+    /// `exams`, `exams:LANGUAGE`, `truthful_qa` or `bigbench`.
+    fn from_str(s: &str) -> Result<McTask> {
+        match s.split_once(':') {
+            Some(("exams", language)) if !language.is_empty() => Ok(McTask::Exams {
+                language: Some(language.to_string()),
+            }),
+            None if s == "exams" => Ok(McTask::Exams { language: None }),
+            None if s == "truthful_qa" => Ok(McTask::TruthfulQa),
+            None if s == "bigbench" => Ok(McTask::BigBench),
+            _ => Err(EvalError::Setting {
+                name: "task",
+                message: format!("`{s}`: expected exams, exams:LANGUAGE, truthful_qa or bigbench"),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for McTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            McTask::Exams { language: None } => f.write_str("exams"),
+            McTask::Exams { language: Some(l) } => write!(f, "exams:{l}"),
+            McTask::TruthfulQa => f.write_str("truthful_qa"),
+            McTask::BigBench => f.write_str("bigbench"),
+        }
+    }
+}
+
+/// A task's questions and the files they were read from.
+#[derive(Debug, Clone)]
+pub struct LoadedTask {
+    pub files: Vec<PathBuf>,
+    pub questions: Vec<McQuestion>,
+}
+
+impl McTask {
+    /// Reads the task's questions: from `data` when given (an EXAMS `samples.jsonl` or a
+    /// BIG-bench task JSON), else from where the install commands put them; a missing
+    /// dataset is [`EvalError::DataNotInstalled`] with the command that installs it.
+    pub fn load(&self, data: Option<&Path>) -> Result<LoadedTask> {
+        let (files, questions) = match (self, data) {
+            (McTask::Exams { .. }, Some(path)) => (vec![path.to_path_buf()], read_exams(path)?),
+            (McTask::TruthfulQa | McTask::BigBench, Some(path)) => (vec![path.to_path_buf()], read_bigbench_task(path)?),
+            (McTask::Exams { language }, None) => {
+                let root = crate::runner::upstream_registry_dir();
+                if !root.join("evals").is_dir() {
+                    return Err(EvalError::DataNotInstalled {
+                        what: "EXAMS (openai/evals' published registry)".into(),
+                        path: root,
+                        install: crate::runner::upstream_install_command(),
+                    });
+                }
+                let registry = Registry::load(std::slice::from_ref(&root))?;
+                let languages = match language {
+                    Some(l) => vec![l.clone()],
+                    None => exams_languages(&registry),
+                };
+                let mut files = Vec::new();
+                let mut questions = Vec::new();
+                for language in &languages {
+                    let path =
+                        exams_samples_path(&registry, language, None, crate::data::DataAccess::RegistryOnly).map_err(|e| match e {
+                            EvalError::NotFound { .. } => EvalError::Setting {
+                                name: "task",
+                                message: format!("no EXAMS language `{language}` (have: {})", exams_languages(&registry).join(", ")),
+                            },
+                            other => other,
+                        })?;
+                    questions.extend(read_exams(&path)?);
+                    files.push(path);
+                }
+                (files, questions)
+            }
+            (McTask::TruthfulQa, None) => {
+                let path = truthful_qa_default_path();
+                if !path.is_file() {
+                    return Err(EvalError::DataNotInstalled {
+                        what: "TruthfulQA (BIG-bench 1.0.0)".into(),
+                        path,
+                        install: truthful_qa_install_command(),
+                    });
+                }
+                (vec![path.clone()], read_bigbench_task(&path)?)
+            }
+            (McTask::BigBench, None) => {
+                return Err(EvalError::Setting {
+                    name: "task",
+                    message: "bigbench needs the task's JSON file (--data PATH)".into(),
+                })
+            }
+        };
+        Ok(LoadedTask { files, questions })
+    }
+}
+
+/// At most `max` questions, evenly spaced through `questions` (so a subset of every EXAMS
+/// language spans all languages), in their order; deterministic, so runs compare.
+pub fn evenly_spaced(questions: Vec<McQuestion>, max: usize) -> Vec<McQuestion> {
+    let n = questions.len();
+    if max >= n {
+        return questions;
+    }
+    let mut picks = (0..max).map(|i| i * n / max).peekable();
+    questions
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, q)| (picks.next_if_eq(&i).is_some()).then_some(q))
+        .collect()
+}
+
 /// Softmax of log-probabilities (stable: shifted by the maximum).
 pub fn softmax(logprobs: &[f64]) -> Vec<f64> {
     let max = logprobs.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -283,3 +283,54 @@ fn truthful_qa_mc1_parses_when_installed() {
     // Sorting by text spreads the true answer over the positions (it is first in the file).
     assert!(qs.iter().filter(|q| q.gold == 0).count() < 200);
 }
+
+#[test]
+fn tasks_parse_and_print_back() {
+    for name in ["exams", "exams:german", "truthful_qa", "bigbench"] {
+        let task: McTask = name.parse().unwrap();
+        assert_eq!(task.to_string(), name);
+    }
+    assert_eq!(
+        "exams:german".parse::<McTask>().unwrap(),
+        McTask::Exams {
+            language: Some("german".into())
+        }
+    );
+    for bad in ["exams:", "mmlu", "truthful_qa:x", ""] {
+        let e = bad.parse::<McTask>().unwrap_err().to_string();
+        assert!(e.contains("truthful_qa or bigbench"), "{bad}: {e}");
+    }
+    let e = McTask::BigBench.load(None).unwrap_err().to_string();
+    assert!(e.contains("--data"), "{e}");
+}
+
+#[test]
+fn a_task_reads_the_file_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let exams = dir.path().join("samples.jsonl");
+    std::fs::write(&exams, exams_row("Q?\nA. x\nB. y\nAnswer:", "[B]") + "\n").unwrap();
+    let task: McTask = "exams:german".parse().unwrap();
+    let loaded = task.load(Some(&exams)).unwrap();
+    assert_eq!((loaded.files, loaded.questions.len()), (vec![exams.clone()], 1));
+    // The wrong reader for the file is an error naming it, not a silent empty task.
+    let e = McTask::TruthfulQa.load(Some(&exams)).unwrap_err().to_string();
+    assert!(e.contains("samples.jsonl"), "{e}");
+}
+
+#[test]
+fn evenly_spaced_subsets_span_the_questions_in_order() {
+    let qs: Vec<McQuestion> = (0..10)
+        .map(|i| McQuestion {
+            id: i.to_string(),
+            context: String::new(),
+            choices: vec!["a".into(), "b".into()],
+            gold: 0,
+        })
+        .collect();
+    let ids = |v: Vec<McQuestion>| v.into_iter().map(|q| q.id).collect::<Vec<_>>();
+    assert_eq!(ids(evenly_spaced(qs.clone(), 4)), ["0", "2", "5", "7"]);
+    assert_eq!(ids(evenly_spaced(qs.clone(), 1)), ["0"]);
+    assert_eq!(evenly_spaced(qs.clone(), 0).len(), 0);
+    assert_eq!(evenly_spaced(qs.clone(), 10).len(), 10);
+    assert_eq!(evenly_spaced(qs, 50).len(), 10);
+}
