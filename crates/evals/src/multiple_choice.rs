@@ -559,7 +559,10 @@ pub fn write_reliability_svg(path: &Path, reports: &[(&str, &McReport)]) -> Resu
     let root = SVGBackend::new(path, (800, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(&e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Calibration: accuracy per confidence bin", ("sans-serif", 20))
+        .caption(
+            "Calibration: accuracy per confidence bin (numbers: questions in the bin)",
+            ("sans-serif", 18),
+        )
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(55)
@@ -567,6 +570,7 @@ pub fn write_reliability_svg(path: &Path, reports: &[(&str, &McReport)]) -> Resu
         .map_err(|e| plot_err(&e))?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
         .x_desc("confidence (softmax over the choices, at the prediction)")
         .y_desc("accuracy")
         .draw()

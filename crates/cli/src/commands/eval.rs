@@ -115,7 +115,7 @@ pub struct McArgs {
     /// echo+logprobs, see --api-base) or dummy; LABEL defaults to the folder's name
     #[arg(long, required = true)]
     model: Vec<String>,
-    /// exams (every language), exams:LANGUAGE, truthful_qa (MC1) or bigbench (with --data)
+    /// exams (every language), exams:LANGUAGE, truthful_qa (MC1) or bigbench (with --data); a missing dataset's error names its install command
     #[arg(long)]
     task: ferrogpt_evals::multiple_choice::McTask,
     /// The task's file instead of the installed one: an EXAMS samples.jsonl or a BIG-bench task JSON
@@ -404,12 +404,12 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
         local: Some(&load_local),
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    println!(
-        "{}: {} of {total} questions from {}",
-        args.task,
-        questions.len(),
-        loaded.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
-    );
+    let source = match &loaded.files[..] {
+        [one] => one.display().to_string(),
+        [first, ..] => format!("{} files ({} first)", loaded.files.len(), first.display()),
+        [] => "no files".to_string(),
+    };
+    println!("{}: {} of {total} questions from {source}", args.task, questions.len());
     let mut reports: Vec<(String, String, McReport)> = Vec::new();
     for arg in &args.model {
         let (label, spec) = mc_model(arg);
