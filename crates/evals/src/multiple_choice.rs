@@ -539,6 +539,47 @@ impl McReport {
     }
 }
 
+/// One model's results on a task.
+#[derive(Debug, Clone)]
+pub struct ModelRun {
+    /// Names the model in the report, the diagram's legend and its outcomes file.
+    pub label: String,
+    /// What was scored (a completion function's name, e.g. `local:runs/sft`).
+    pub model: String,
+    /// One per question, in the questions' order.
+    pub outcomes: Vec<ChoiceOutcome>,
+    pub report: McReport,
+}
+
+/// Writes a task's results for one or more models into `out`: `report.json` (the task, its
+/// files and each model's [`McReport`]), `<label>.outcomes.jsonl` (each question with its
+/// outcome) and `calibration.svg` (one reliability diagram overlaying the models).
+pub fn write_outputs(out: &Path, task: &McTask, loaded: &LoadedTask, questions: &[McQuestion], runs: &[ModelRun]) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| EvalError::io(out, e))?;
+    for run in runs {
+        let path = out.join(format!("{}.outcomes.jsonl", run.label));
+        let mut lines = String::new();
+        for (question, outcome) in questions.iter().zip(&run.outcomes) {
+            lines.push_str(&serde_json::json!({"question": question, "outcome": outcome}).to_string());
+            lines.push('\n');
+        }
+        std::fs::write(&path, lines).map_err(|e| EvalError::io(&path, e))?;
+    }
+    let report = serde_json::json!({
+        "task": task.to_string(),
+        "files": loaded.files,
+        "questions_in_task": loaded.questions.len(),
+        "models": runs
+            .iter()
+            .map(|r| serde_json::json!({"label": r.label, "model": r.model, "report": r.report}))
+            .collect::<Vec<_>>(),
+    });
+    let path = out.join("report.json");
+    std::fs::write(&path, format!("{report:#}\n")).map_err(|e| EvalError::io(&path, e))?;
+    let overlay: Vec<(&str, &McReport)> = runs.iter().map(|r| (r.label.as_str(), &r.report)).collect();
+    write_reliability_svg(&out.join("calibration.svg"), &overlay)
+}
+
 /// Colours of the models overlaid on a reliability diagram, in order (then repeated).
 const SERIES_COLOURS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),

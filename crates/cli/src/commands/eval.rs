@@ -385,12 +385,11 @@ fn mc_model(arg: &str) -> (String, String) {
 }
 
 fn run_mc(args: McArgs) -> anyhow::Result<()> {
-    use ferrogpt_evals::multiple_choice::{evenly_spaced, score_questions, write_reliability_svg, McReport};
+    use ferrogpt_evals::multiple_choice::{evenly_spaced, score_questions, write_outputs, McReport, ModelRun};
     let loaded = args.task.load(args.data.as_deref())?;
-    let total = loaded.questions.len();
     let questions = match args.max_samples {
-        Some(max) => evenly_spaced(loaded.questions, max),
-        None => loaded.questions,
+        Some(max) => evenly_spaced(loaded.questions.clone(), max),
+        None => loaded.questions.clone(),
     };
     anyhow::ensure!(!questions.is_empty(), "task {} has no questions to score", args.task);
     let registry = load_registry(&[])?;
@@ -403,18 +402,22 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
         http,
         local: Some(&load_local),
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let source = match &loaded.files[..] {
         [one] => one.display().to_string(),
         [first, ..] => format!("{} files ({} first)", loaded.files.len(), first.display()),
         [] => "no files".to_string(),
     };
-    println!("{}: {} of {total} questions from {source}", args.task, questions.len());
-    let mut reports: Vec<(String, String, McReport)> = Vec::new();
+    println!(
+        "{}: {} of {} questions from {source}",
+        args.task,
+        questions.len(),
+        loaded.questions.len()
+    );
+    let mut runs: Vec<ModelRun> = Vec::new();
     for arg in &args.model {
         let (label, spec) = mc_model(arg);
         anyhow::ensure!(
-            reports.iter().all(|(l, _, _)| *l != label),
+            runs.iter().all(|r| r.label != label),
             "two models are labelled `{label}`: name them LABEL=SPEC"
         );
         let model = resolver.resolve(&spec).with_context(|| format!("model `{spec}`"))?;
@@ -426,34 +429,25 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
         );
         let outcomes = score_questions(model.as_ref(), &questions, args.jobs, &|| progress.inc(1))?;
         progress.finish();
-        let outcomes_path = args.out.join(format!("{label}.outcomes.jsonl"));
-        let mut lines = String::new();
-        for (q, o) in questions.iter().zip(&outcomes) {
-            lines.push_str(&serde_json::json!({"question": q, "outcome": o}).to_string());
-            lines.push('\n');
-        }
-        std::fs::write(&outcomes_path, lines).with_context(|| format!("writing {}", outcomes_path.display()))?;
         let report = McReport::from_outcomes(&outcomes).context("no outcomes")?;
         let [lo, hi] = report.accuracy_ci95;
         println!(
             "{label}: n={} accuracy {:.3} (95% CI {lo:.3}-{hi:.3}) acc_norm {:.3} chance {:.3} ECE {:.3}",
             report.n, report.accuracy, report.acc_norm, report.chance, report.ece
         );
-        reports.push((label, spec, report));
+        runs.push(ModelRun {
+            label,
+            model: spec,
+            outcomes,
+            report,
+        });
     }
-    let json = serde_json::json!({
-        "task": args.task.to_string(),
-        "files": loaded.files,
-        "questions_in_task": total,
-        "models": reports.iter().map(|(label, spec, report)| serde_json::json!({"label": label, "model": spec, "report": report})).collect::<Vec<_>>(),
-    });
-    let report_path = args.out.join("report.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("writing {}", report_path.display()))?;
-    let svg = args.out.join("calibration.svg");
-    let overlay: Vec<(&str, &McReport)> = reports.iter().map(|(l, _, r)| (l.as_str(), r)).collect();
-    write_reliability_svg(&svg, &overlay)?;
-    println!("wrote {} and {}", report_path.display(), svg.display());
+    write_outputs(&args.out, &args.task, &loaded, &questions, &runs)?;
+    println!(
+        "wrote {} and {}",
+        args.out.join("report.json").display(),
+        args.out.join("calibration.svg").display()
+    );
     Ok(())
 }
 
