@@ -97,7 +97,7 @@ fn jsonl_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     read_text_capped(path, MAX_DECOMPRESSED_BYTES)
 }
 
@@ -139,6 +139,12 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
         }
         return Ok(all);
     }
+    Ok(read_jsonl_lines(path)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// One JSONL file's rows with their 1-based line numbers, read as [`read_jsonl`] reads a
+/// file, for readers that report errors in a row's content by `file:line`.
+pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, Value)>> {
     let text = read_text(path)?;
     if text.starts_with(LFS_HEADER) {
         return Err(EvalError::LfsPointer { path: path.to_path_buf() });
@@ -153,7 +159,7 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
             line: i + 1,
             message: e.to_string(),
         })?;
-        rows.push(value);
+        rows.push((i + 1, value));
     }
     Ok(rows)
 }

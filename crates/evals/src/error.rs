@@ -59,6 +59,14 @@ pub enum EvalError {
         #[source]
         source: Box<EvalError>,
     },
+    #[error("{path}:{line}: {message}")]
+    BadSampleLine { path: PathBuf, line: usize, message: String },
+    #[error("{path}: examples[{index}]: {message}")]
+    BadExample { path: PathBuf, index: usize, message: String },
+    #[error("{what} is not installed ({path} not found); install it with: {install}")]
+    DataNotInstalled { what: String, path: PathBuf, install: String },
+    #[error("cannot draw {path}: {message}")]
+    Plot { path: PathBuf, message: String },
     #[error("invalid {name}: {message}")]
     Setting { name: &'static str, message: String },
     #[error("{0}")]

@@ -68,6 +68,20 @@ pub fn bootstrap_ci95(vals: &[f64], seed: u64) -> Option<[f64; 2]> {
     Some([means[24], means[974]])
 }
 
+/// The Wilson score 95% interval of a proportion, `successes` of `n`; `None` when `n` is 0.
+/// Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or `n`.
+pub fn wilson_ci95(successes: usize, n: usize) -> Option<[f64; 2]> {
+    if n == 0 {
+        return None;
+    }
+    const Z: f64 = 1.959_963_984_540_054; // the 97.5th percentile of the standard normal
+    let (n, p) = (n as f64, successes.min(n) as f64 / n as f64);
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Some([(centre - half).max(0.0), (centre + half).min(1.0)])
+}
+
 /// One bin of a reliability diagram.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalibrationBin {

@@ -352,6 +352,38 @@ pub fn builtin_registry() -> Option<PathBuf> {
         .filter(|p| p.is_dir())
 }
 
+/// ferrogpt's download cache: `$FERROGPT_CACHE`, else `~/.cache/ferrogpt`.
+pub fn cache_root() -> PathBuf {
+    if let Some(c) = std::env::var_os("FERROGPT_CACHE") {
+        return PathBuf::from(c);
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".cache").join("ferrogpt")
+}
+
+/// The PyPI wheel whose `evals/registry` is upstream's published registry.
+pub const UPSTREAM_WHEEL: &str = "evals-3.0.1.post1-py3-none-any.whl";
+
+/// Where upstream's wheel is kept: `$FERROGPT_EVALS_WHEEL_DIR`, else `<cache>/evals-wheel`.
+pub fn upstream_wheel_dir() -> PathBuf {
+    std::env::var_os("FERROGPT_EVALS_WHEEL_DIR").map_or_else(|| cache_root().join("evals-wheel"), PathBuf::from)
+}
+
+/// Upstream's registry as unpacked from its wheel, under [`upstream_wheel_dir`].
+pub fn upstream_registry_dir() -> PathBuf {
+    upstream_wheel_dir().join("unpacked/evals/registry")
+}
+
+/// The shell commands that download and unpack upstream's wheel where
+/// [`upstream_registry_dir`] looks.
+pub fn upstream_install_command() -> String {
+    let dir = upstream_wheel_dir();
+    format!(
+        "pip download --no-deps evals==3.0.1.post1 -d {d} && unzip -q -o {d}/{UPSTREAM_WHEEL} -d {d}/unpacked",
+        d = dir.display()
+    )
+}
+
 /// The registry roots for a run: the built-in one, `~/.evals` if present (as upstream),
 /// then each `--registry_path` in order.
 pub fn registry_roots(extra: &[PathBuf]) -> Vec<PathBuf> {

@@ -11,32 +11,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use ferrogpt_evals::runner::{upstream_registry_dir, upstream_wheel_dir, UPSTREAM_WHEEL};
 use ferrogpt_evals::templates::is_supported_class;
 use ferrogpt_evals::{run_eval, CompletionFn, Dummy, Registry, RunOptions};
 use serde_json::json;
 
-const WHEEL: &str = "evals-3.0.1.post1-py3-none-any.whl";
-
-fn wheel_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FERROGPT_EVALS_WHEEL_DIR") {
-        return PathBuf::from(d);
-    }
-    let cache = std::env::var_os("FERROGPT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrogpt")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("evals-wheel")
-}
-
 /// The unpacked `evals/registry` folder, fetching and unzipping the wheel if needed.
 fn upstream_registry() -> Result<PathBuf, String> {
-    let dir = wheel_dir();
-    let registry = dir.join("unpacked/evals/registry");
+    let dir = upstream_wheel_dir();
+    let registry = upstream_registry_dir();
     if registry.join("evals").is_dir() {
         return Ok(registry);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let wheel = dir.join(WHEEL);
+    let wheel = dir.join(UPSTREAM_WHEEL);
     if !wheel.is_file() {
         let status = Command::new("pip")
             .args(["download", "--no-deps", "evals==3.0.1.post1", "-d"])

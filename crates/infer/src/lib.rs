@@ -246,6 +246,36 @@ impl LocalModel {
             out.extend(logits.chunks_exact(labels).map(<[f32]>::to_vec));
         }
         Ok(out)
+
+    /// [`score`](Self::score) for texts longer than the model's context, as
+    /// lm-evaluation-harness scores them. A continuation that fits keeps the newest context
+    /// tokens that fit before it (few-shot examples go before the question). A continuation
+    /// that does not fit is scored in chunks of half the context length, each after the
+    /// tokens before it, newest first, up to the context length: every token is conditioned
+    /// on at least half a context of tokens (or all before it, when fewer).
+    pub fn score_windowed(&self, context: &[u32], continuation: &[u32]) -> Result<ContinuationScore, InferError> {
+        let window = self.context_length();
+        let bos = [self.tokenizer.special_id(Special::Bos)];
+        let context = if context.is_empty() { &bos[..] } else { context };
+        if continuation.len() < window {
+            let keep = window - continuation.len();
+            return self.score(&context[context.len().saturating_sub(keep)..], continuation);
+        }
+        let all: Vec<u32> = context.iter().chain(continuation).copied().collect();
+        let chunk = (window / 2).max(1);
+        let mut total = ContinuationScore {
+            logprob: 0.0,
+            is_greedy: true,
+            token_logprobs: Vec::with_capacity(continuation.len()),
+        };
+        for start in (context.len()..all.len()).step_by(chunk) {
+            let end = (start + chunk).min(all.len());
+            let part = self.score(&all[end.saturating_sub(window)..start], &all[start..end])?;
+            total.logprob += part.logprob;
+            total.is_greedy &= part.is_greedy;
+            total.token_logprobs.extend(part.token_logprobs);
+        }
+        Ok(total)
     }
 
     /// The log-probability of every token given the ones before it (`None` for

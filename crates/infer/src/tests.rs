@@ -326,4 +326,34 @@ fn classify_matches_the_full_forward_at_each_sequences_last_token() {
     }
     assert!(classifier.classify(&[vec![]]).is_err());
     assert!(classifier.classify(&[vec![1; 65]]).is_err());
+
+fn windowed_scoring_truncates_long_contexts_and_chunks_long_continuations() {
+    let (_d, lm) = model_dir();
+    let vocab = lm.config().vocab_size as u32;
+    let ids = |n: usize, salt: u32| -> Vec<u32> { (0..n as u32).map(|i| (i * 7 + salt) % vocab).collect() };
+    let (context, continuation) = (ids(20, 1), ids(10, 2));
+    assert_eq!(
+        lm.score_windowed(&context, &continuation).unwrap(),
+        lm.score(&context, &continuation).unwrap()
+    );
+    // The context is 64 positions; a continuation of 10 keeps the newest 54 context tokens.
+    let long_context = ids(100, 3);
+    assert_eq!(
+        lm.score_windowed(&long_context, &continuation).unwrap(),
+        lm.score(&long_context[46..], &continuation).unwrap()
+    );
+    // 150 continuation tokens after 5: chunks of 32, each after up to 64 - 32 tokens before it.
+    let (context, continuation) = (ids(5, 4), ids(150, 5));
+    let all: Vec<u32> = context.iter().chain(&continuation).copied().collect();
+    let windowed = lm.score_windowed(&context, &continuation).unwrap();
+    assert_eq!(windowed.token_logprobs.len(), 150);
+    let first = lm.score(&context, &continuation[..32]).unwrap();
+    let second = lm.score(&all[5..37], &all[37..69]).unwrap();
+    let last = lm.score(&all[155 - 64..133], &all[133..155]).unwrap();
+    assert_eq!(windowed.token_logprobs[..32], first.token_logprobs[..]);
+    assert_eq!(windowed.token_logprobs[32..64], second.token_logprobs[..]);
+    assert_eq!(windowed.token_logprobs[128..], last.token_logprobs[..]);
+    let summed: f64 = windowed.token_logprobs.iter().map(|&l| f64::from(l)).sum();
+    assert!((windowed.logprob - summed).abs() < 1e-3, "{} vs {summed}", windowed.logprob);
+    assert!(matches!(lm.score(&context, &continuation), Err(InferError::ContextLength { .. })));
 }

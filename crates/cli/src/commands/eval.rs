@@ -77,6 +77,9 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 50)]
         rows: usize,
     },
+    /// Multiple-choice accuracy and calibration by log-likelihood (EXAMS, TruthfulQA MC1,
+    /// BIG-bench MC tasks): report JSON, per-question outcomes and a reliability diagram
+    Mc(McArgs),
     /// List the evals (or eval sets) in the registry
     List {
         #[arg(long = "registry_path", visible_alias = "registry-path")]
@@ -103,6 +106,36 @@ pub struct EvalArgs {
     record_path: Option<PathBuf>,
     #[command(flatten)]
     flags: RunFlags,
+}
+
+#[derive(clap::Args)]
+pub struct McArgs {
+    /// Model to score, repeatable (one diagram overlays them): [LABEL=]SPEC, where SPEC is a
+    /// model folder, local:PATH, completions:MODEL (an OpenAI-compatible endpoint with
+    /// echo+logprobs, see --api-base) or dummy; LABEL defaults to the folder's name
+    #[arg(long, required = true)]
+    model: Vec<String>,
+    /// exams (every language), exams:LANGUAGE, truthful_qa (MC1) or bigbench (with --data); a missing dataset's error names its install command
+    #[arg(long)]
+    task: ferrogpt_evals::multiple_choice::McTask,
+    /// The task's file instead of the installed one: an EXAMS samples.jsonl or a BIG-bench task JSON
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Score at most N questions, evenly spaced through the task
+    #[arg(long = "max-samples", visible_alias = "max_samples")]
+    max_samples: Option<usize>,
+    /// Folder for report.json, <label>.outcomes.jsonl and calibration.svg
+    #[arg(long, default_value = "mc-eval")]
+    out: PathBuf,
+    /// Questions scored concurrently (for endpoints; a local model already uses every core per forward pass)
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// OpenAI-compatible endpoint for completions:MODEL, e.g. http://127.0.0.1:8080/v1
+    #[arg(long = "api-base", visible_alias = "api_base", env = "OPENAI_BASE_URL")]
+    api_base: Option<String>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -140,14 +173,6 @@ fn parse_extra(s: &str) -> anyhow::Result<Map<String, Value>> {
     Ok(out)
 }
 
-fn cache_root() -> PathBuf {
-    if let Some(c) = std::env::var_os("FERROGPT_CACHE") {
-        return PathBuf::from(c);
-    }
-    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-    home.join(".cache").join("ferrogpt")
-}
-
 fn http_config(flags: &RunFlags) -> anyhow::Result<HttpConfig> {
     let mut http = HttpConfig::from_env();
     if let Some(b) = &flags.api_base {
@@ -155,7 +180,12 @@ fn http_config(flags: &RunFlags) -> anyhow::Result<HttpConfig> {
     }
     http.set_timeout_secs(flags.timeout).context("--timeout")?;
     http.max_retries = flags.max_retries;
-    http.cache_dir = (!flags.no_cache).then(|| flags.cache_dir.clone().unwrap_or_else(|| cache_root().join("evals-requests")));
+    http.cache_dir = (!flags.no_cache).then(|| {
+        flags
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| runner::cache_root().join("evals-requests"))
+    });
     Ok(http)
 }
 
@@ -227,12 +257,13 @@ impl CompletionFn for LocalFn {
         })
     }
 
-    /// Scores `continuation` after `context`, raw text under the BOS policy as for prompts.
+    /// Scores `continuation` after `context`, raw text under the BOS policy as for prompts;
+    /// texts longer than the model's context are scored in windows (`score_windowed`).
     fn loglikelihood(&self, context: &str, continuation: &str) -> ferrogpt_evals::Result<Loglikelihood> {
         let tok = self.model.tokenizer();
         let s = self
             .model
-            .score(&ferrogpt_infer::text_prompt(tok, context).ids, &tok.encode(continuation))
+            .score_windowed(&ferrogpt_infer::text_prompt(tok, context).ids, &tok.encode(continuation))
             .map_err(|e| infer_err(&self.name, e))?;
         Ok(Loglikelihood {
             logprob: s.logprob,
@@ -309,6 +340,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             print!("{}", ferrogpt_evals::report::show(&run, rows));
             Ok(())
         }
+        Some(EvalCommand::Mc(mc)) => run_mc(mc),
         Some(EvalCommand::List { registry_path, sets }) => {
             let reg = load_registry(&registry_path)?;
             let names = if sets { reg.eval_set_names() } else { reg.eval_names() };
@@ -330,6 +362,93 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `LABEL=SPEC` or `SPEC`: the label and the completion function's name (a folder is `local:`).
+fn mc_model(arg: &str) -> (String, String) {
+    let (label, spec) = match arg.split_once('=') {
+        Some((label, spec)) if !label.is_empty() && !label.contains('/') => (Some(label.to_string()), spec),
+        _ => (None, arg),
+    };
+    let spec = if Path::new(spec).is_dir() {
+        format!("local:{spec}")
+    } else {
+        spec.to_string()
+    };
+    let label = label.unwrap_or_else(|| {
+        let path = spec.strip_prefix("local:").unwrap_or(&spec);
+        Path::new(path)
+            .file_name()
+            .map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned())
+    });
+    (label, spec)
+}
+
+fn run_mc(args: McArgs) -> anyhow::Result<()> {
+    use ferrogpt_evals::multiple_choice::{evenly_spaced, score_questions, write_outputs, McReport, ModelRun};
+    let loaded = args.task.load(args.data.as_deref())?;
+    let questions = match args.max_samples {
+        Some(max) => evenly_spaced(loaded.questions.clone(), max),
+        None => loaded.questions.clone(),
+    };
+    anyhow::ensure!(!questions.is_empty(), "task {} has no questions to score", args.task);
+    let registry = load_registry(&[])?;
+    let mut http = HttpConfig::from_env();
+    if let Some(b) = &args.api_base {
+        http.base_url = b.clone();
+    }
+    let resolver = Resolver {
+        registry: &registry,
+        http,
+        local: Some(&load_local),
+    };
+    let source = match &loaded.files[..] {
+        [one] => one.display().to_string(),
+        [first, ..] => format!("{} files ({} first)", loaded.files.len(), first.display()),
+        [] => "no files".to_string(),
+    };
+    println!(
+        "{}: {} of {} questions from {source}",
+        args.task,
+        questions.len(),
+        loaded.questions.len()
+    );
+    let mut runs: Vec<ModelRun> = Vec::new();
+    for arg in &args.model {
+        let (label, spec) = mc_model(arg);
+        anyhow::ensure!(
+            runs.iter().all(|r| r.label != label),
+            "two models are labelled `{label}`: name them LABEL=SPEC"
+        );
+        let model = resolver.resolve(&spec).with_context(|| format!("model `{spec}`"))?;
+        let progress = ferrogpt_progress::Progress::bar(
+            !args.quiet,
+            &label,
+            questions.len() as u64,
+            ferrogpt_progress::Counter::Count("questions"),
+        );
+        let outcomes = score_questions(model.as_ref(), &questions, args.jobs, &|| progress.inc(1))?;
+        progress.finish();
+        let report = McReport::from_outcomes(&outcomes).context("no outcomes")?;
+        let [lo, hi] = report.accuracy_ci95;
+        println!(
+            "{label}: n={} accuracy {:.3} (95% CI {lo:.3}-{hi:.3}) acc_norm {:.3} chance {:.3} ECE {:.3}",
+            report.n, report.accuracy, report.acc_norm, report.chance, report.ece
+        );
+        runs.push(ModelRun {
+            label,
+            model: spec,
+            outcomes,
+            report,
+        });
+    }
+    write_outputs(&args.out, &args.task, &loaded, &questions, &runs)?;
+    println!(
+        "wrote {} and {}",
+        args.out.join("report.json").display(),
+        args.out.join("calibration.svg").display()
+    );
+    Ok(())
 }
 
 pub fn run_set(args: EvalsetArgs) -> anyhow::Result<()> {

@@ -8,9 +8,11 @@ use super::{BuildCtx, ReportCtx, SampleCtx, Template};
 use crate::error::Result;
 use crate::log::Report;
 use crate::metrics;
+use crate::multiple_choice::ChoiceOutcome;
 
 /// `{"input": context, "choices": [...], "ideal": index}`: each choice is scored as a
-/// continuation of the context (after `target_delimiter`, default one space).
+/// continuation of the context (after `target_delimiter`, default one space); predictions
+/// and confidence as [`ChoiceOutcome`] defines them.
 pub struct MultipleChoiceLoglik {
     samples: std::path::PathBuf,
     delimiter: String,
@@ -23,13 +25,6 @@ impl MultipleChoiceLoglik {
             delimiter: ctx.str_arg("target_delimiter")?.unwrap_or_else(|| " ".into()),
         })
     }
-}
-
-fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
-        .0
 }
 
 impl Template for MultipleChoiceLoglik {
@@ -60,23 +55,17 @@ impl Template for MultipleChoiceLoglik {
             let ll = ctx.loglikelihood(0, &context, &format!("{}{c}", self.delimiter))?;
             lls.push(ll.logprob);
         }
-        let normed: Vec<f64> = lls.iter().zip(&choices).map(|(l, c)| l / c.chars().count().max(1) as f64).collect();
-        let pred = argmax(&lls);
-        let pred_norm = argmax(&normed);
-        // Confidence: the softmax over the choices' log-likelihoods at the predicted choice.
-        let max = lls[pred];
-        let z: f64 = lls.iter().map(|l| (l - max).exp()).sum();
-        let confidence = 1.0 / z;
-        ctx.record_match(pred == gold, json!(choices[gold]), json!(choices[pred]), Map::new());
+        let outcome = ChoiceOutcome::new(lls, &choices, gold);
+        ctx.record_match(outcome.correct(), json!(choices[gold]), json!(choices[outcome.pred]), Map::new());
         ctx.record(
             "metrics",
             json!({
-                "acc": f64::from(u8::from(pred == gold)),
-                "acc_norm": f64::from(u8::from(pred_norm == gold)),
-                "confidence": confidence,
-                "pred": pred,
+                "acc": f64::from(u8::from(outcome.correct())),
+                "acc_norm": f64::from(u8::from(outcome.correct_norm())),
+                "confidence": outcome.confidence,
+                "pred": outcome.pred,
                 "gold": gold,
-                "logprobs": lls,
+                "logprobs": outcome.logprobs,
             }),
         );
         Ok(())
