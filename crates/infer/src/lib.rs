@@ -246,6 +246,7 @@ impl LocalModel {
             out.extend(logits.chunks_exact(labels).map(<[f32]>::to_vec));
         }
         Ok(out)
+    }
 
     /// [`score`](Self::score) for texts longer than the model's context, as
     /// lm-evaluation-harness scores them. A continuation that fits keeps the newest context

@@ -326,7 +326,9 @@ fn classify_matches_the_full_forward_at_each_sequences_last_token() {
     }
     assert!(classifier.classify(&[vec![]]).is_err());
     assert!(classifier.classify(&[vec![1; 65]]).is_err());
+}
 
+#[test]
 fn windowed_scoring_truncates_long_contexts_and_chunks_long_continuations() {
     let (_d, lm) = model_dir();
     let vocab = lm.config().vocab_size as u32;

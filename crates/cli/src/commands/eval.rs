@@ -272,7 +272,7 @@ impl CompletionFn for LocalFn {
     }
 }
 
-fn load_local(path: &Path) -> ferrogpt_evals::Result<Arc<dyn CompletionFn>> {
+pub(crate) fn load_local(path: &Path) -> ferrogpt_evals::Result<Arc<dyn CompletionFn>> {
     let model = ferrogpt_infer::LocalModel::load(path).map_err(|e| infer_err(&format!("local:{}", path.display()), e))?;
     Ok(Arc::new(LocalFn {
         name: format!("local:{}", path.display()),
@@ -385,7 +385,7 @@ fn mc_model(arg: &str) -> (String, String) {
 }
 
 fn run_mc(args: McArgs) -> anyhow::Result<()> {
-    use ferrogpt_evals::multiple_choice::{evenly_spaced, score_questions, write_outputs, McReport, ModelRun};
+    use ferrogpt_evals::multiple_choice::{evenly_spaced, write_outputs};
     let loaded = args.task.load(args.data.as_deref())?;
     let questions = match args.max_samples {
         Some(max) => evenly_spaced(loaded.questions.clone(), max),
@@ -413,22 +413,45 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
         questions.len(),
         loaded.questions.len()
     );
-    let mut runs: Vec<ModelRun> = Vec::new();
+    let mut models = Vec::new();
     for arg in &args.model {
         let (label, spec) = mc_model(arg);
         anyhow::ensure!(
-            runs.iter().all(|r| r.label != label),
+            models.iter().all(|(l, _, _): &(String, String, Arc<dyn CompletionFn>)| *l != label),
             "two models are labelled `{label}`: name them LABEL=SPEC"
         );
         let model = resolver.resolve(&spec).with_context(|| format!("model `{spec}`"))?;
-        let progress = ferrogpt_progress::Progress::bar(
-            !args.quiet,
+        models.push((label, spec, model));
+    }
+    let runs = score_mc_models(&questions, models, args.jobs, !args.quiet)?;
+    write_outputs(&args.out, &args.task, &loaded, &questions, &runs)?;
+    println!(
+        "wrote {} and {}",
+        args.out.join("report.json").display(),
+        args.out.join("calibration.svg").display()
+    );
+    Ok(())
+}
+
+/// Scores `questions` with each `(label, spec, completion function)` in turn, printing each
+/// model's figures.
+pub(crate) fn score_mc_models(
+    questions: &[ferrogpt_evals::multiple_choice::McQuestion],
+    models: Vec<(String, String, Arc<dyn CompletionFn>)>,
+    jobs: usize,
+    progress: bool,
+) -> anyhow::Result<Vec<ferrogpt_evals::multiple_choice::ModelRun>> {
+    use ferrogpt_evals::multiple_choice::{score_questions, McReport, ModelRun};
+    let mut runs = Vec::new();
+    for (label, spec, model) in models {
+        let bar = ferrogpt_progress::Progress::bar(
+            progress,
             &label,
             questions.len() as u64,
             ferrogpt_progress::Counter::Count("questions"),
         );
-        let outcomes = score_questions(model.as_ref(), &questions, args.jobs, &|| progress.inc(1))?;
-        progress.finish();
+        let outcomes = score_questions(model.as_ref(), questions, jobs, &|| bar.inc(1))?;
+        bar.finish();
         let report = McReport::from_outcomes(&outcomes).context("no outcomes")?;
         let [lo, hi] = report.accuracy_ci95;
         println!(
@@ -442,13 +465,7 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
             report,
         });
     }
-    write_outputs(&args.out, &args.task, &loaded, &questions, &runs)?;
-    println!(
-        "wrote {} and {}",
-        args.out.join("report.json").display(),
-        args.out.join("calibration.svg").display()
-    );
-    Ok(())
+    Ok(runs)
 }
 
 pub fn run_set(args: EvalsetArgs) -> anyhow::Result<()> {

@@ -71,6 +71,7 @@ pub fn run(args: SpeedrunArgs) -> anyhow::Result<()> {
             if goal.reached { "reached" } else { "not reached" }
         );
     }
+    multiple_choice_stage(preset, &args.out, &r.report, !args.quiet)?;
     if let Some(name) = &args.scaling {
         scaling_stage(name, &args.out, &r.report, !args.quiet)?;
     }
@@ -80,6 +81,86 @@ pub fn run(args: SpeedrunArgs) -> anyhow::Result<()> {
         r.model_dir.display(),
         r.base_dir.display()
     );
+    Ok(())
+}
+
+/// Questions of each multiple-choice task a preset scores (evenly spaced through the task).
+fn mc_questions(preset: Preset) -> usize {
+    match preset {
+        Preset::Smoke => 40,
+        Preset::Default => 300,
+        Preset::Large => 2000,
+    }
+}
+
+/// Exam-style multiple choice (EXAMS, from the openai/evals registry) and TruthfulQA
+/// (BIG-bench, MC1) for the base, fine-tuned and RLHF models side by side, with expected
+/// calibration error and one reliability diagram per task (the GPT-4 report's calibration
+/// figure), appended to the report. A task whose data is not installed gets a line with its
+/// install command instead. It lives here because ferrogpt-train must not depend on
+/// ferrogpt-evals, whose local-model adapter is the CLI's.
+fn multiple_choice_stage(preset: Preset, out: &Path, report: &Path, progress: bool) -> anyhow::Result<()> {
+    use ferrogpt_evals::multiple_choice::{evenly_spaced, write_outputs, McTask};
+    use ferrogpt_train::post_training::RLHF_DIR;
+    use ferrogpt_train::speedrun::BASE_DIR;
+    use std::fmt::Write as _;
+
+    let models = [
+        ("base", out.join(BASE_DIR)),
+        ("sft", out.join("sft/model")),
+        ("rlhf", out.join(RLHF_DIR).join("model")),
+    ];
+    let mut section = String::from(
+        "
+## Multiple choice and calibration
+
+Each choice scored by its log-likelihood after the question (lm-evaluation-harness style);          confidence = softmax over the choices; ECE over 10 confidence bins; 95% Wilson intervals.          These benchmarks are measured, never trained on.
+
+         | task | model | questions | accuracy | acc_norm | chance | ECE |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut missing = Vec::new();
+    let mut diagrams = Vec::new();
+    for task in [McTask::Exams { language: None }, McTask::TruthfulQa] {
+        let loaded = match task.load(None) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                missing.push(format!("- `{task}`: not measured: {e}"));
+                continue;
+            }
+        };
+        let questions = evenly_spaced(loaded.questions.clone(), mc_questions(preset));
+        let scorers = models
+            .iter()
+            .map(|(label, dir)| Ok((label.to_string(), format!("local:{}", dir.display()), super::eval::load_local(dir)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let runs = super::eval::score_mc_models(&questions, scorers, 1, progress)?;
+        let dir = out.join("mc").join(task.to_string().replace(':', "-"));
+        write_outputs(&dir, &task, &loaded, &questions, &runs)?;
+        for run in &runs {
+            let r = &run.report;
+            let _ = writeln!(
+                section,
+                "| {task} | {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} | {:.3} | {:.3} |",
+                run.label, r.n, r.accuracy, r.accuracy_ci95[0], r.accuracy_ci95[1], r.acc_norm, r.chance, r.ece
+            );
+        }
+        let relative = dir.strip_prefix(out).unwrap_or(&dir).join("calibration.svg");
+        diagrams.push(format!("![{task}: reliability diagram]({})", relative.display()));
+    }
+    let _ = writeln!(
+        section,
+        "
+{}
+",
+        diagrams.join("\n\n")
+    );
+    for line in missing {
+        println!("{line}");
+        let _ = writeln!(section, "{line}");
+    }
+    let mut text = std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    text.push_str(&section);
+    std::fs::write(report, text).with_context(|| format!("writing {}", report.display()))?;
     Ok(())
 }
 
