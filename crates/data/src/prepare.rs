@@ -248,7 +248,9 @@ fn load_batch(batch: &[(usize, Task)], tokenizer: Option<&Tokenizer>) -> Result<
 }
 
 /// Drives the task stream in parallel batches until it ends or `max_bytes` of text was taken;
-/// `sink` receives documents in stream order. Returns whether the stream ran to its end.
+/// `sink` receives documents in stream order. A source with a byte cap ([`Source::max_bytes`])
+/// stops being drawn from once its documents reached the cap, so the cut is made on the same
+/// seeded order whatever else is in the mix. Returns whether the stream ran to its end.
 fn drive(
     stream: &mut TaskStream,
     tokenizer: Option<&Tokenizer>,
@@ -257,6 +259,7 @@ fn drive(
     mut sink: impl FnMut(Doc, String) -> Result<(), DataError>,
 ) -> Result<bool, DataError> {
     let mut taken = 0u64;
+    let mut taken_by_source: Vec<u64> = Vec::new();
     let mut batch = Vec::with_capacity(BATCH_TASKS);
     loop {
         batch.clear();
@@ -269,6 +272,20 @@ fn drive(
         for doc in load_batch(&batch, tokenizer)?.into_iter().flatten() {
             if max_bytes.is_some_and(|cap| taken >= cap) {
                 return Ok(false);
+            }
+            let source = doc.0.source;
+            if let Some(cap) = stream.cap(source) {
+                if taken_by_source.len() <= source {
+                    taken_by_source.resize(source + 1, 0);
+                }
+                let from_source = &mut taken_by_source[source];
+                if *from_source >= cap {
+                    continue;
+                }
+                *from_source += doc.0.bytes;
+                if *from_source >= cap {
+                    stream.exhaust(source);
+                }
             }
             taken += doc.0.bytes;
             sink(doc.0, doc.1)?;

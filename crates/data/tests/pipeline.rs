@@ -315,3 +315,67 @@ fn prepare_toml_is_validated() {
     let err = PrepareFile::load(&path).unwrap_err().to_string();
     assert!(err.contains("val_fraction"), "{err}");
 }
+
+/// A gzipped dictd-format dictionary of `n` GCIDE-like entries, as `dict-gcide` installs it.
+fn gcide_fixture(dir: &Path, n: usize) -> std::path::PathBuf {
+    let mut text = String::from("\n00-database-short\n   A test dictionary\n\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "Word{i} \\Word\"{i}\\ (w[=o]rd), n. [AS. word.]\n   1. A sense of word {i}, with {{cross}} references.\n      [1913 Webster]\n\n"
+        ));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    let path = dir.join("gcide.dict.dz");
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn english_corpora_are_capped_per_source_on_a_seeded_sample() {
+    use ferrogpt_data::english::English;
+    let dir = tempfile::tempdir().unwrap();
+    let gcide = gcide_fixture(dir.path(), 3000);
+    let sources = vec![
+        Source::English {
+            corpus: English::Gcide,
+            path: Some(gcide.clone()),
+            max_bytes: Some(20_000),
+        },
+        "synthetic:counting:300".parse().unwrap(),
+    ];
+    let mut cfg = PrepareConfig::new(sources);
+    cfg.seed = 3;
+    let out = dir.path().join("out");
+    let m = prepare(&cfg, tokenizer(), &out, false).unwrap();
+    let dictionary = &m.sources[0];
+    // Stops at the first document past the cap (documents are about 4 kB).
+    assert!((20_000..20_000 + 4_500).contains(&dictionary.bytes), "{dictionary:?}");
+    assert_eq!(m.sources[1].documents, 300, "the uncapped source is whole");
+    let train = TokenShards::open(&out, Split::Train).unwrap();
+    let docs = documents(tokenizer(), train.tokens());
+    let dict_docs: Vec<&String> = docs.iter().filter(|d| d.starts_with("Word")).collect();
+    assert!(!dict_docs.is_empty());
+    assert!(dict_docs
+        .iter()
+        .all(|d| !d.contains("[1913 Webster]") && !d.contains('{') && !d.contains('\\')));
+    assert!(dict_docs[0].contains(", n. [AS. word.] 1. A sense of word"), "{}", dict_docs[0]);
+    // The sample is a seeded one: not the dictionary's first entries, and the same every time.
+    assert!(!docs.iter().any(|d| d.starts_with("Word0,")));
+    let again = prepare(&cfg, tokenizer(), &dir.path().join("again"), false).unwrap();
+    assert_eq!(again.sources, m.sources);
+    assert_eq!(again.shards, m.shards);
+
+    let missing = Source::English {
+        corpus: English::Gcide,
+        path: Some(dir.path().join("absent.dict.dz")),
+        max_bytes: None,
+    };
+    let err = prepare(&PrepareConfig::new(vec![missing]), tokenizer(), &out, false).unwrap_err();
+    assert!(matches!(err, DataError::CorpusNotInstalled { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("absent.dict.dz") && msg.contains("apt-get install -y dict-gcide"),
+        "{msg}"
+    );
+}
