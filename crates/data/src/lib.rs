@@ -43,7 +43,7 @@ pub use corpus::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
 pub use loader::{unigram_bits_per_byte, Batch, BatchLoader, LoaderState, SequentialBatches, TokenShards};
 pub use prepare::{prepare, sample_texts, split_of, PrepareConfig, PrepareFile};
 pub use shard::{
-    Dtype, Manifest, ShardInfo, SourceStats, Split, SplitTotals, Totals, HEADER_LEN, MANIFEST_FILE, SHARD_MAGIC, SHARD_VERSION,
+    Dtype, Manifest, ShardInfo, SourceRun, SourceStats, Split, SplitTotals, Totals, HEADER_LEN, MANIFEST_FILE, SHARD_MAGIC, SHARD_VERSION,
 };
 pub use source::{Source, DEFAULT_MAN_ROOT};
 

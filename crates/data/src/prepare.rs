@@ -11,7 +11,7 @@ use ferrogpt_tokenizer::{Special, Tokenizer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::shard::{encode_shard, Dtype, Manifest, ShardInfo, SourceStats, Split, Totals, MANIFEST_FILE, MANIFEST_VERSION};
+use crate::shard::{encode_shard, Dtype, Manifest, ShardInfo, SourceRun, SourceStats, Split, Totals, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::source::{Source, Task, TaskStream};
 use crate::DataError;
 
@@ -326,6 +326,7 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         })
         .collect();
     let (mut total_bytes, mut total_tokens) = (0u64, 0u64);
+    let mut val_sources: Vec<SourceRun> = Vec::new();
     let started = std::time::Instant::now();
     let finished = drive(&mut stream, Some(tokenizer), config.max_bytes, &pb, |doc, _text| {
         let s = &mut stats[doc.source];
@@ -335,6 +336,16 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         total_bytes += doc.bytes;
         total_tokens += doc.tokens.len() as u64;
         let split = split_of(config.seed, &doc.key, config.val_fraction);
+        if split == Split::Val {
+            let tokens = doc.tokens.len() as u64;
+            match val_sources.last_mut() {
+                Some(run) if run.source == doc.source => run.tokens += tokens,
+                _ => val_sources.push(SourceRun {
+                    source: doc.source,
+                    tokens,
+                }),
+            }
+        }
         writers[split as usize].push(&doc, &ctx)?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!(
@@ -380,6 +391,7 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         sources: stats,
         shards,
         totals,
+        val_sources,
     };
     tokenizer.save(&out_dir.join("tokenizer.json"))?;
     // Written last and atomically: a folder with a manifest is always complete.

@@ -379,3 +379,47 @@ fn english_corpora_are_capped_per_source_on_a_seeded_sample() {
         "{msg}"
     );
 }
+
+#[test]
+fn val_tokens_know_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = corpus(dir.path());
+    let out = dir.path().join("out");
+    let m = prepare(&config(&root, 6), tokenizer(), &out, false).unwrap();
+    let val = TokenShards::open(&out, Split::Val).unwrap();
+    let sources = val.token_sources().unwrap();
+    assert_eq!(sources.len(), val.len());
+    // Every val document is one run of its source's index: the folder's documents talk about
+    // topics and jsonl entries, the synthetic ones are arithmetic.
+    let bos = tokenizer().special_id(Special::Bos);
+    let end = tokenizer().special_id(Special::End);
+    let mut start = 0;
+    let mut seen = [0usize; 2];
+    for (i, &t) in val.tokens().iter().enumerate() {
+        if t == bos {
+            start = i;
+        } else if t == end {
+            let doc = &sources[start..=i];
+            assert!(doc.iter().all(|&s| s == doc[0]), "a document spans sources");
+            let text = tokenizer().decode(&val.tokens()[start + 1..i]);
+            let from_folder = text.contains("Document number") || text.contains("jsonl entry");
+            assert_eq!(doc[0] == 0, from_folder, "{text:?} attributed to source {}", doc[0]);
+            seen[doc[0]] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    let runs: u64 = m.val_sources.iter().map(|r| r.tokens).sum();
+    assert_eq!(runs, m.totals.val.tokens);
+
+    let train = TokenShards::open(&out, Split::Train).unwrap();
+    assert!(train.token_sources().unwrap_err().to_string().contains("val split only"));
+
+    // A manifest from before per-source runs were recorded loads, but cannot be scored by source.
+    let path = out.join("manifest.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("val_sources");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let old = TokenShards::open(&out, Split::Val).unwrap();
+    let err = old.token_sources().unwrap_err().to_string();
+    assert!(err.contains("prepare the corpus again"), "{err}");
+}
