@@ -39,7 +39,7 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
-pub use corpus::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
+pub use corpus::{build_corpus, Corpus, CorpusSpec, EnglishSource, SyntheticSource};
 pub use loader::{unigram_bits_per_byte, Batch, BatchLoader, LoaderState, SequentialBatches, TokenShards};
 pub use prepare::{prepare, sample_texts, split_of, PrepareConfig, PrepareFile};
 pub use shard::{

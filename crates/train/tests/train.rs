@@ -17,6 +17,7 @@ fn corpus() -> &'static (tempfile::TempDir, Corpus) {
         let spec = CorpusSpec {
             man_pages: false,
             synthetic: vec![SyntheticSource::new("arithmetic", 1500), SyntheticSource::new("counting", 500)],
+            english: Vec::new(),
             vocab_size: 300,
             tokenizer_bytes: 1 << 20,
             max_bytes: 1 << 20,
