@@ -552,12 +552,12 @@ fn clean_info_node(raw: &str) -> String {
     collapse_blank_lines(&text)
 }
 
-/// A heading underline: `*****`, `=====`, `-----`, `.....`.
+/// A heading underline (`*****`, `=====`, `-----`, `.....`) or a rule (`_____`).
 fn is_underline(line: &str) -> bool {
     let t = line.trim();
     let mut chars = t.chars();
     let Some(first) = chars.next() else { return false };
-    t.len() >= 3 && "*=-.".contains(first) && chars.all(|c| c == first)
+    t.len() >= 3 && "*=-._".contains(first) && chars.all(|c| c == first)
 }
 
 /// `*note Label: target.` and `*note Label::` -> `Label`.
@@ -767,7 +767,7 @@ Abacist, n. One who uses an abacus; a calculator."
     fn info_nodes_become_documents_without_markup() {
         let info = "This is python3.11.info, produced by makeinfo.\n\n\u{1f}\n\
 File: python3.11.info,  Node: concurrent futures,  Next: curses<2>,  Up: Improved Modules<3>\n\n\
-1.3.6.4 concurrent.futures\n..........................\n\n\
+1.3.6.4 concurrent.futures\n..........................\n\n____________\n\n\
 Added a new parameter to *note\nconcurrent.futures.Executor.shutdown(): 575. that cancels\n\
 pending futures; see *note The Python Tutorial:: and bpo-39349(1).\n\n\
 * Menu:\n\n* Futures::\n* More futures::\n\n\

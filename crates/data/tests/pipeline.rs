@@ -423,3 +423,55 @@ fn val_tokens_know_their_source() {
     let err = old.token_sources().unwrap_err().to_string();
     assert!(err.contains("prepare the corpus again"), "{err}");
 }
+
+/// The default speedrun's corpus with the general-English mix, on the installed corpora
+/// (absent ones are left out with a note): per-source documents, bytes, tokens and samples.
+/// `cargo test -p ferrogpt-data --test pipeline installed_english_mix -- --ignored --nocapture`
+#[test]
+#[ignore = "reads the installed corpora and trains a 4096-token tokenizer (minutes)"]
+fn installed_english_mix_prepares() {
+    use ferrogpt_data::english::English;
+    use ferrogpt_data::{build_corpus, CorpusSpec, EnglishSource, SyntheticSource};
+    const MB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CorpusSpec {
+        man_pages: true,
+        synthetic: vec![SyntheticSource::new("arithmetic", 60_000), SyntheticSource::new("counting", 30_000)],
+        english: English::ALL.iter().map(|&c| EnglishSource::new(c, 2 * MB)).collect(),
+        vocab_size: 4096,
+        tokenizer_bytes: 2 * MB,
+        max_bytes: 24 * MB,
+        val_fraction: 0.01,
+        seed: 0,
+    };
+    let corpus = build_corpus(&spec, dir.path(), false).unwrap();
+    let tok = Tokenizer::from_file(&corpus.tokenizer_path).unwrap();
+    let m = &corpus.manifest;
+    for s in &m.sources {
+        println!("{}: {} documents, {} bytes, {} tokens", s.source, s.documents, s.bytes, s.tokens);
+        assert!(s.documents > 0, "{}", s.source);
+    }
+    println!("total: train {:?}, val {:?}", m.totals.train, m.totals.val);
+    let val = TokenShards::open(&corpus.data_dir, Split::Val).unwrap();
+    let sources = val.token_sources().unwrap();
+    let docs = documents(&tok, val.tokens());
+    let mut starts = Vec::new();
+    let bos = tok.special_id(Special::Bos);
+    for (i, &t) in val.tokens().iter().enumerate() {
+        if t == bos {
+            starts.push(sources[i]);
+        }
+    }
+    for (index, s) in m.sources.iter().enumerate() {
+        let samples: Vec<&String> = docs
+            .iter()
+            .zip(&starts)
+            .filter(|(_, &src)| src == index)
+            .map(|(d, _)| d)
+            .take(2)
+            .collect();
+        for d in samples {
+            println!("  [{}] {:?}", s.source, d.chars().take(200).collect::<String>());
+        }
+    }
+}
