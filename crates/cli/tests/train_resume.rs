@@ -76,6 +76,7 @@ fn kill_9_then_resume_matches_an_uninterrupted_run_exactly() {
     let spec = CorpusSpec {
         man_pages: false,
         synthetic: vec![SyntheticSource::new("arithmetic", 1500), SyntheticSource::new("counting", 500)],
+        english: Vec::new(),
         vocab_size: 300,
         tokenizer_bytes: 1 << 20,
         max_bytes: 1 << 20,

@@ -1,7 +1,8 @@
 //! Corpus pipeline for ferrogpt: sources -> documents -> token shards -> training batches.
 //!
 //! This crate owns corpus sources (local files and folders, manual pages through a roff
-//! stripper, seeded synthetic generators), whole corpora from one [`CorpusSpec`] (the
+//! stripper, seeded synthetic generators, the general-English corpora of system packages in
+//! [`english`]), whole corpora from one [`CorpusSpec`] (the
 //! speedrun's and every scaling ladder's `[data]`: a tokenizer trained on a sample, then the
 //! shards, by [`build_corpus`]), `prepare` (streaming tokenization into checksummed
 //! binary shards with a manifest, document-level train/val split, deterministic shuffle) and
@@ -28,6 +29,7 @@
 
 pub mod code_task;
 mod corpus;
+pub mod english;
 mod loader;
 mod prepare;
 pub mod roff;
@@ -37,11 +39,11 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
-pub use corpus::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
+pub use corpus::{build_corpus, Corpus, CorpusSpec, EnglishSource, SyntheticSource};
 pub use loader::{unigram_bits_per_byte, Batch, BatchLoader, LoaderState, SequentialBatches, TokenShards};
 pub use prepare::{prepare, sample_texts, split_of, PrepareConfig, PrepareFile};
 pub use shard::{
-    Dtype, Manifest, ShardInfo, SourceStats, Split, SplitTotals, Totals, HEADER_LEN, MANIFEST_FILE, SHARD_MAGIC, SHARD_VERSION,
+    Dtype, Manifest, ShardInfo, SourceRun, SourceStats, Split, SplitTotals, Totals, HEADER_LEN, MANIFEST_FILE, SHARD_MAGIC, SHARD_VERSION,
 };
 pub use source::{Source, DEFAULT_MAN_ROOT};
 
@@ -65,6 +67,10 @@ pub enum DataError {
     UnknownGenerator { name: String, known: String },
     #[error("{path}: line {line}: {reason}")]
     Jsonl { path: PathBuf, line: u64, reason: String },
+    #[error("corpus `{corpus}` is not installed: {path} not found; install it with `{install}` or give its path as `{corpus}:PATH`")]
+    CorpusNotInstalled { corpus: String, path: PathBuf, install: String },
+    #[error("{path}: line {line}: {reason}")]
+    CorpusFormat { path: PathBuf, line: u64, reason: String },
     #[error("invalid `{field}`: {reason}")]
     InvalidConfig { field: String, reason: String },
     #[error("config {path}: {reason}")]

@@ -94,6 +94,46 @@ impl TokenShards {
         self.manifest.totals.get(self.split).bytes
     }
 
+    /// The source of every token of the validation split, as positions in
+    /// [`Manifest::sources`], from the manifest's [`Manifest::val_sources`]: what scoring
+    /// validation per source needs. Errors for the train split and for manifests that do not
+    /// account for every validation token (written before per-source runs were recorded).
+    pub fn token_sources(&self) -> Result<Vec<usize>, DataError> {
+        let bad = |reason: String| DataError::Manifest {
+            path: self.dir.join(crate::MANIFEST_FILE),
+            reason,
+        };
+        if self.split != Split::Val {
+            return Err(bad("token sources are recorded for the val split only".into()));
+        }
+        let mut sources = Vec::with_capacity(self.tokens.len());
+        for run in &self.manifest.val_sources {
+            if run.source >= self.manifest.sources.len() {
+                return Err(bad(format!(
+                    "val_sources names source {} of {}",
+                    run.source,
+                    self.manifest.sources.len()
+                )));
+            }
+            let room = (self.tokens.len() - sources.len()) as u64;
+            if run.tokens > room {
+                return Err(bad(format!(
+                    "val_sources holds more tokens than the {} val tokens",
+                    self.tokens.len()
+                )));
+            }
+            sources.extend(std::iter::repeat_n(run.source, run.tokens as usize));
+        }
+        if sources.len() != self.tokens.len() {
+            return Err(bad(format!(
+                "val_sources accounts for {} of the {} val tokens (prepare the corpus again to score validation per source)",
+                sources.len(),
+                self.tokens.len()
+            )));
+        }
+        Ok(sources)
+    }
+
     /// Errors unless the shards were made with `tokenizer`.
     pub fn check_tokenizer(&self, tokenizer: &Tokenizer) -> Result<(), DataError> {
         let have = tokenizer.fingerprint();

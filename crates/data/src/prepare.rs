@@ -11,7 +11,7 @@ use ferrogpt_tokenizer::{Special, Tokenizer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::shard::{encode_shard, Dtype, Manifest, ShardInfo, SourceStats, Split, Totals, MANIFEST_FILE, MANIFEST_VERSION};
+use crate::shard::{encode_shard, Dtype, Manifest, ShardInfo, SourceRun, SourceStats, Split, Totals, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::source::{Source, Task, TaskStream};
 use crate::DataError;
 
@@ -248,7 +248,9 @@ fn load_batch(batch: &[(usize, Task)], tokenizer: Option<&Tokenizer>) -> Result<
 }
 
 /// Drives the task stream in parallel batches until it ends or `max_bytes` of text was taken;
-/// `sink` receives documents in stream order. Returns whether the stream ran to its end.
+/// `sink` receives documents in stream order. A source with a byte cap ([`Source::max_bytes`])
+/// stops being drawn from once its documents reached the cap, so the cut is made on the same
+/// seeded order whatever else is in the mix. Returns whether the stream ran to its end.
 fn drive(
     stream: &mut TaskStream,
     tokenizer: Option<&Tokenizer>,
@@ -257,6 +259,7 @@ fn drive(
     mut sink: impl FnMut(Doc, String) -> Result<(), DataError>,
 ) -> Result<bool, DataError> {
     let mut taken = 0u64;
+    let mut taken_by_source: Vec<u64> = Vec::new();
     let mut batch = Vec::with_capacity(BATCH_TASKS);
     loop {
         batch.clear();
@@ -269,6 +272,20 @@ fn drive(
         for doc in load_batch(&batch, tokenizer)?.into_iter().flatten() {
             if max_bytes.is_some_and(|cap| taken >= cap) {
                 return Ok(false);
+            }
+            let source = doc.0.source;
+            if let Some(cap) = stream.cap(source) {
+                if taken_by_source.len() <= source {
+                    taken_by_source.resize(source + 1, 0);
+                }
+                let from_source = &mut taken_by_source[source];
+                if *from_source >= cap {
+                    continue;
+                }
+                *from_source += doc.0.bytes;
+                if *from_source >= cap {
+                    stream.exhaust(source);
+                }
             }
             taken += doc.0.bytes;
             sink(doc.0, doc.1)?;
@@ -309,6 +326,7 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         })
         .collect();
     let (mut total_bytes, mut total_tokens) = (0u64, 0u64);
+    let mut val_sources: Vec<SourceRun> = Vec::new();
     let started = std::time::Instant::now();
     let finished = drive(&mut stream, Some(tokenizer), config.max_bytes, &pb, |doc, _text| {
         let s = &mut stats[doc.source];
@@ -318,6 +336,16 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         total_bytes += doc.bytes;
         total_tokens += doc.tokens.len() as u64;
         let split = split_of(config.seed, &doc.key, config.val_fraction);
+        if split == Split::Val {
+            let tokens = doc.tokens.len() as u64;
+            match val_sources.last_mut() {
+                Some(run) if run.source == doc.source => run.tokens += tokens,
+                _ => val_sources.push(SourceRun {
+                    source: doc.source,
+                    tokens,
+                }),
+            }
+        }
         writers[split as usize].push(&doc, &ctx)?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!(
@@ -363,6 +391,7 @@ pub fn prepare(config: &PrepareConfig, tokenizer: &Tokenizer, out_dir: &Path, pr
         sources: stats,
         shards,
         totals,
+        val_sources,
     };
     tokenizer.save(&out_dir.join("tokenizer.json"))?;
     // Written last and atomically: a folder with a manifest is always complete.

@@ -126,6 +126,15 @@ pub struct SourceStats {
     pub tokens: u64,
 }
 
+/// A run of consecutive validation tokens from one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRun {
+    /// Position of the source in [`Manifest::sources`].
+    pub source: usize,
+    pub tokens: u64,
+}
+
 /// `manifest.json`: everything needed to check and reproduce a prepared corpus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +149,10 @@ pub struct Manifest {
     pub sources: Vec<SourceStats>,
     pub shards: Vec<ShardInfo>,
     pub totals: Totals,
+    /// Which source each stretch of the validation stream (its shards in order) comes from,
+    /// so validation can be scored per source. Empty in manifests written before it existed.
+    #[serde(default)]
+    pub val_sources: Vec<SourceRun>,
 }
 
 impl Manifest {

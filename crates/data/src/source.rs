@@ -16,6 +16,7 @@ use std::str::FromStr;
 use ferrogpt_rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
+use crate::english::{self, English, RawDoc};
 use crate::synthetic::{self, Generator};
 use crate::DataError;
 
@@ -27,7 +28,8 @@ fn default_man_root() -> PathBuf {
 }
 
 /// Where documents come from. In TOML: `{ kind = "path", path = "corpus/" }`,
-/// `{ kind = "man_pages" }`, `{ kind = "synthetic", generator = "arithmetic", count = 20000 }`.
+/// `{ kind = "man_pages" }`, `{ kind = "synthetic", generator = "arithmetic", count = 20000 }`,
+/// `{ kind = "english", corpus = "gcide", max_bytes = 4194304 }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
@@ -44,6 +46,16 @@ pub enum Source {
     },
     /// `count` samples of a registered synthetic generator.
     Synthetic { generator: String, count: u64 },
+    /// A general-English corpus from a system package, at its standard install path or at
+    /// `path` (see [`English::locate`]). With `max_bytes`, documents stop being taken from it
+    /// once that much of its text was: a sample of it, in the seeded order of its documents.
+    English {
+        corpus: English,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u64>,
+    },
 }
 
 impl Source {
@@ -58,6 +70,23 @@ impl Source {
     /// Whether the system's manual pages exist (callers add them "when present").
     pub fn man_pages_present() -> bool {
         Path::new(DEFAULT_MAN_ROOT).join("man1").is_dir()
+    }
+
+    /// The general-English corpus `corpus` at its standard path, capped at `max_bytes`.
+    pub fn english(corpus: English, max_bytes: Option<u64>) -> Source {
+        Source::English {
+            corpus,
+            path: None,
+            max_bytes,
+        }
+    }
+
+    /// Most bytes of text to take from this source (`None`: all of it).
+    pub fn max_bytes(&self) -> Option<u64> {
+        match self {
+            Source::English { max_bytes, .. } => *max_bytes,
+            _ => None,
+        }
     }
 
     /// Enumerates the source's tasks; a missing or empty source is an error naming it.
@@ -120,6 +149,17 @@ impl Source {
                 };
                 (kind, *count)
             }
+            Source::English { corpus, path, .. } => {
+                let found = corpus.locate(path.as_deref())?;
+                let mut docs = corpus.read(&found)?;
+                SplitMix64::derived(seed, index as u64 + 1).shuffle(&mut docs);
+                let n = docs.len() as u64;
+                let kind = StreamKind::English {
+                    corpus: *corpus,
+                    docs: docs.into(),
+                };
+                (kind, n)
+            }
         };
         if remaining == 0 {
             return Err(DataError::EmptySource { name: self.to_string() });
@@ -128,8 +168,9 @@ impl Source {
     }
 }
 
-/// The command-line spelling: `manpages`, `manpages:/other/root`, `synthetic:NAME:COUNT`, or a
-/// path.
+/// The command-line spelling: `manpages`, `manpages:/other/root`, `synthetic:NAME:COUNT`, a
+/// general-English corpus `NAME` or `NAME:PATH` (`gcide`, `wordnet`, `pydoc`, `sotu`,
+/// `moby-dick`), or a path.
 impl FromStr for Source {
     type Err = DataError;
 
@@ -161,6 +202,17 @@ impl FromStr for Source {
                 count,
             });
         }
+        let (name, path) = match s.split_once(':') {
+            Some((name, path)) => (name, Some(PathBuf::from(path))),
+            None => (s, None),
+        };
+        if let Ok(corpus) = name.parse::<English>() {
+            return Ok(Source::English {
+                corpus,
+                path,
+                max_bytes: None,
+            });
+        }
         if s.is_empty() {
             return Err(bad("empty source"));
         }
@@ -174,6 +226,10 @@ impl fmt::Display for Source {
             Source::Path { path } => write!(f, "{}", path.display()),
             Source::ManPages { root, .. } => write!(f, "manpages:{}", root.display()),
             Source::Synthetic { generator, count } => write!(f, "synthetic:{generator}:{count}"),
+            Source::English { corpus, path: None, .. } => write!(f, "{corpus}"),
+            Source::English {
+                corpus, path: Some(path), ..
+            } => write!(f, "{corpus}:{}", path.display()),
         }
     }
 }
@@ -280,6 +336,10 @@ pub(crate) enum Task {
         seed: u64,
         index: u64,
     },
+    English {
+        corpus: English,
+        doc: RawDoc,
+    },
 }
 
 impl Task {
@@ -288,6 +348,7 @@ impl Task {
         match self {
             Task::TextFile { key, .. } | Task::JsonLine { key, .. } | Task::ManPage { key, .. } => key.clone(),
             Task::Synthetic { gen, index, .. } => format!("synthetic:{}:{index}", gen.name()),
+            Task::English { doc, .. } => doc.key.clone(),
         }
     }
 
@@ -328,6 +389,7 @@ impl Task {
                 crate::roff::roff_to_text(&String::from_utf8_lossy(&roff))
             }
             Task::Synthetic { gen, seed, index } => synthetic::sample_at(*gen, *seed, *index).text(),
+            Task::English { corpus, doc } => return Ok(english::clean(*corpus, &doc.raw)),
         };
         let trimmed = text.trim();
         Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
@@ -349,6 +411,10 @@ enum StreamKind {
         seed: u64,
         next: u64,
         count: u64,
+    },
+    English {
+        corpus: English,
+        docs: VecDeque<RawDoc>,
     },
 }
 
@@ -423,6 +489,10 @@ impl SourceStream {
                     index: *next - 1,
                 }))
             }
+            StreamKind::English { corpus, docs } => {
+                let doc = docs.pop_front()?;
+                Some(Ok(Task::English { corpus: *corpus, doc }))
+            }
         }
     }
 }
@@ -430,6 +500,8 @@ impl SourceStream {
 /// All sources interleaved uniformly at random, then locally shuffled.
 pub(crate) struct TaskStream {
     streams: Vec<SourceStream>,
+    /// [`Source::max_bytes`] of each source, by its position in the source list.
+    caps: Vec<Option<u64>>,
     rng: SplitMix64,
     buffer: Vec<(usize, Task)>,
     capacity: usize,
@@ -448,11 +520,25 @@ impl TaskStream {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TaskStream {
             streams,
+            caps: sources.iter().map(Source::max_bytes).collect(),
             rng: SplitMix64::derived(seed, 0x7A5C),
             buffer: Vec::with_capacity(shuffle_buffer.min(1 << 16)),
             capacity: shuffle_buffer.max(1),
             draining: false,
         })
+    }
+
+    /// Stops drawing tasks from source `index` (it reached its byte cap); tasks of it already
+    /// in the shuffle buffer still come out.
+    pub(crate) fn exhaust(&mut self, index: usize) {
+        if let Some(stream) = self.streams.iter_mut().find(|s| s.index == index) {
+            stream.remaining = 0;
+        }
+    }
+
+    /// The byte cap of source `index`, if it has one.
+    pub(crate) fn cap(&self, index: usize) -> Option<u64> {
+        self.caps.get(index).copied().flatten()
     }
 
     /// Total tasks across all sources (for progress bars).
@@ -525,6 +611,35 @@ mod tests {
         let err = "synthetic:nope:3".parse::<Source>().unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("arithmetic"), "{err}");
         assert!("synthetic:arithmetic:x".parse::<Source>().is_err());
+        assert_eq!("gcide".parse::<Source>().unwrap(), Source::english(English::Gcide, None));
+        let moby: Source = "moby-dick:/data/moby".parse().unwrap();
+        assert_eq!(
+            moby,
+            Source::English {
+                corpus: English::MobyDick,
+                path: Some("/data/moby".into()),
+                max_bytes: None
+            }
+        );
+        assert_eq!(moby.to_string(), "moby-dick:/data/moby");
+        assert_eq!(moby.to_string().parse::<Source>().unwrap(), moby);
+    }
+
+    #[test]
+    fn english_sources_in_toml_carry_their_cap() {
+        #[derive(Deserialize)]
+        struct W {
+            sources: Vec<Source>,
+        }
+        let w: W = toml::from_str("[[sources]]\nkind = \"english\"\ncorpus = \"wordnet\"\nmax_bytes = 1000\n").unwrap();
+        assert_eq!(w.sources, [Source::english(English::Wordnet, Some(1000))]);
+        assert_eq!(w.sources[0].max_bytes(), Some(1000));
+        assert_eq!(w.sources[0].to_string(), "wordnet");
+        let err = toml::from_str::<W>("[[sources]]\nkind = \"english\"\ncorpus = \"encyclopedia\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("encyclopedia") && err.contains("gcide"), "{err}");
     }
 
     #[test]

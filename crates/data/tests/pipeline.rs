@@ -315,3 +315,163 @@ fn prepare_toml_is_validated() {
     let err = PrepareFile::load(&path).unwrap_err().to_string();
     assert!(err.contains("val_fraction"), "{err}");
 }
+
+/// A gzipped dictd-format dictionary of `n` GCIDE-like entries, as `dict-gcide` installs it.
+fn gcide_fixture(dir: &Path, n: usize) -> std::path::PathBuf {
+    let mut text = String::from("\n00-database-short\n   A test dictionary\n\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "Word{i} \\Word\"{i}\\ (w[=o]rd), n. [AS. word.]\n   1. A sense of word {i}, with {{cross}} references.\n      [1913 Webster]\n\n"
+        ));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    let path = dir.join("gcide.dict.dz");
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn english_corpora_are_capped_per_source_on_a_seeded_sample() {
+    use ferrogpt_data::english::English;
+    let dir = tempfile::tempdir().unwrap();
+    let gcide = gcide_fixture(dir.path(), 3000);
+    let sources = vec![
+        Source::English {
+            corpus: English::Gcide,
+            path: Some(gcide.clone()),
+            max_bytes: Some(20_000),
+        },
+        "synthetic:counting:300".parse().unwrap(),
+    ];
+    let mut cfg = PrepareConfig::new(sources);
+    cfg.seed = 3;
+    let out = dir.path().join("out");
+    let m = prepare(&cfg, tokenizer(), &out, false).unwrap();
+    let dictionary = &m.sources[0];
+    // Stops at the first document past the cap (documents are about 4 kB).
+    assert!((20_000..20_000 + 4_500).contains(&dictionary.bytes), "{dictionary:?}");
+    assert_eq!(m.sources[1].documents, 300, "the uncapped source is whole");
+    let train = TokenShards::open(&out, Split::Train).unwrap();
+    let docs = documents(tokenizer(), train.tokens());
+    let dict_docs: Vec<&String> = docs.iter().filter(|d| d.starts_with("Word")).collect();
+    assert!(!dict_docs.is_empty());
+    assert!(dict_docs
+        .iter()
+        .all(|d| !d.contains("[1913 Webster]") && !d.contains('{') && !d.contains('\\')));
+    assert!(dict_docs[0].contains(", n. [AS. word.] 1. A sense of word"), "{}", dict_docs[0]);
+    // The sample is a seeded one: not the dictionary's first entries, and the same every time.
+    assert!(!docs.iter().any(|d| d.starts_with("Word0,")));
+    let again = prepare(&cfg, tokenizer(), &dir.path().join("again"), false).unwrap();
+    assert_eq!(again.sources, m.sources);
+    assert_eq!(again.shards, m.shards);
+
+    let missing = Source::English {
+        corpus: English::Gcide,
+        path: Some(dir.path().join("absent.dict.dz")),
+        max_bytes: None,
+    };
+    let err = prepare(&PrepareConfig::new(vec![missing]), tokenizer(), &out, false).unwrap_err();
+    assert!(matches!(err, DataError::CorpusNotInstalled { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("absent.dict.dz") && msg.contains("apt-get install -y dict-gcide"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn val_tokens_know_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = corpus(dir.path());
+    let out = dir.path().join("out");
+    let m = prepare(&config(&root, 6), tokenizer(), &out, false).unwrap();
+    let val = TokenShards::open(&out, Split::Val).unwrap();
+    let sources = val.token_sources().unwrap();
+    assert_eq!(sources.len(), val.len());
+    // Every val document is one run of its source's index: the folder's documents talk about
+    // topics and jsonl entries, the synthetic ones are arithmetic.
+    let bos = tokenizer().special_id(Special::Bos);
+    let end = tokenizer().special_id(Special::End);
+    let mut start = 0;
+    let mut seen = [0usize; 2];
+    for (i, &t) in val.tokens().iter().enumerate() {
+        if t == bos {
+            start = i;
+        } else if t == end {
+            let doc = &sources[start..=i];
+            assert!(doc.iter().all(|&s| s == doc[0]), "a document spans sources");
+            let text = tokenizer().decode(&val.tokens()[start + 1..i]);
+            let from_folder = text.contains("Document number") || text.contains("jsonl entry");
+            assert_eq!(doc[0] == 0, from_folder, "{text:?} attributed to source {}", doc[0]);
+            seen[doc[0]] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    let runs: u64 = m.val_sources.iter().map(|r| r.tokens).sum();
+    assert_eq!(runs, m.totals.val.tokens);
+
+    let train = TokenShards::open(&out, Split::Train).unwrap();
+    assert!(train.token_sources().unwrap_err().to_string().contains("val split only"));
+
+    // A manifest from before per-source runs were recorded loads, but cannot be scored by source.
+    let path = out.join("manifest.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("val_sources");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let old = TokenShards::open(&out, Split::Val).unwrap();
+    let err = old.token_sources().unwrap_err().to_string();
+    assert!(err.contains("prepare the corpus again"), "{err}");
+}
+
+/// The default speedrun's corpus with the general-English mix, on the installed corpora
+/// (absent ones are left out with a note): per-source documents, bytes, tokens and samples.
+/// `cargo test -p ferrogpt-data --test pipeline installed_english_mix -- --ignored --nocapture`
+#[test]
+#[ignore = "reads the installed corpora and trains a 4096-token tokenizer (minutes)"]
+fn installed_english_mix_prepares() {
+    use ferrogpt_data::english::English;
+    use ferrogpt_data::{build_corpus, CorpusSpec, EnglishSource, SyntheticSource};
+    const MB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CorpusSpec {
+        man_pages: true,
+        synthetic: vec![SyntheticSource::new("arithmetic", 60_000), SyntheticSource::new("counting", 30_000)],
+        english: English::ALL.iter().map(|&c| EnglishSource::new(c, 2 * MB)).collect(),
+        vocab_size: 4096,
+        tokenizer_bytes: 2 * MB,
+        max_bytes: 24 * MB,
+        val_fraction: 0.01,
+        seed: 0,
+    };
+    let corpus = build_corpus(&spec, dir.path(), false).unwrap();
+    let tok = Tokenizer::from_file(&corpus.tokenizer_path).unwrap();
+    let m = &corpus.manifest;
+    for s in &m.sources {
+        println!("{}: {} documents, {} bytes, {} tokens", s.source, s.documents, s.bytes, s.tokens);
+        assert!(s.documents > 0, "{}", s.source);
+    }
+    println!("total: train {:?}, val {:?}", m.totals.train, m.totals.val);
+    let val = TokenShards::open(&corpus.data_dir, Split::Val).unwrap();
+    let sources = val.token_sources().unwrap();
+    let docs = documents(&tok, val.tokens());
+    let mut starts = Vec::new();
+    let bos = tok.special_id(Special::Bos);
+    for (i, &t) in val.tokens().iter().enumerate() {
+        if t == bos {
+            starts.push(sources[i]);
+        }
+    }
+    for (index, s) in m.sources.iter().enumerate() {
+        let samples: Vec<&String> = docs
+            .iter()
+            .zip(&starts)
+            .filter(|(_, &src)| src == index)
+            .map(|(d, _)| d)
+            .take(2)
+            .collect();
+        for d in samples {
+            println!("  [{}] {:?}", s.source, d.chars().take(200).collect::<String>());
+        }
+    }
+}

@@ -36,7 +36,7 @@ pub mod trainer;
 pub use checkpoint::{Checkpoint, TrainState};
 pub use config::TrainConfig;
 pub use sft::SftPlan;
-pub use trainer::{train, TrainOptions, TrainSummary};
+pub use trainer::{evaluate_by_source, train, val_bpb_by_source, SourceBpb, TrainOptions, TrainSummary};
 
 use std::path::PathBuf;
 

@@ -123,7 +123,7 @@ impl TrainData {
 
 /// What a run validates on.
 pub enum ValData {
-    Shards(TokenShards),
+    Shards(Box<TokenShards>),
     Conversations(Conversations),
 }
 
@@ -133,31 +133,65 @@ impl ValData {
     fn batches(&self, rows: usize, seq: usize, max_tokens: usize) -> Result<Vec<(Batch, AttnMask)>, TrainError> {
         let max_rows = max_tokens.div_ceil(seq).max(1);
         match self {
-            ValData::Shards(val) => {
-                let mask = AttnMask::causal(seq);
-                let mut out = Vec::new();
-                let mut taken = 0;
-                for mut batch in val.sequential_batches(rows, seq)? {
-                    if taken >= max_rows {
-                        break;
-                    }
-                    let take = batch.rows.min(max_rows - taken);
-                    batch.inputs.truncate(take * seq);
-                    batch.targets.truncate(take * seq);
-                    batch.inputs.resize(rows * seq, 0);
-                    batch.targets.resize(rows * seq, IGNORE);
-                    batch.rows = rows;
-                    taken += take;
-                    out.push((batch, mask.clone()));
-                }
-                Ok(out)
-            }
+            ValData::Shards(val) => shard_batches(val, rows, seq, max_rows),
             ValData::Conversations(convs) => {
                 let mut all = convs.sequential_batches(rows, seq)?;
                 all.truncate(max_rows.div_ceil(rows));
                 Ok(all)
             }
         }
+    }
+}
+
+/// The first `max_rows` windows of a token split in order, `rows` at a time; a short last
+/// batch is padded with ignored targets. The `n`-th real target is the split's token `n + 1`.
+fn shard_batches(val: &TokenShards, rows: usize, seq: usize, max_rows: usize) -> Result<Vec<(Batch, AttnMask)>, TrainError> {
+    let mask = AttnMask::causal(seq);
+    let mut out = Vec::new();
+    let mut taken = 0;
+    for mut batch in val.sequential_batches(rows, seq)? {
+        if taken >= max_rows {
+            break;
+        }
+        let take = batch.rows.min(max_rows - taken);
+        batch.inputs.truncate(take * seq);
+        batch.targets.truncate(take * seq);
+        batch.inputs.resize(rows * seq, 0);
+        batch.targets.resize(rows * seq, IGNORE);
+        batch.rows = rows;
+        taken += take;
+        out.push((batch, mask.clone()));
+    }
+    Ok(out)
+}
+
+/// Runs the model over `batches` and hands `each` every counted target in order: its index
+/// among the counted targets, its loss in nats and its token.
+fn for_each_target(
+    model: &Model<f32>,
+    acts: &mut Activations<f32>,
+    batches: Vec<(Batch, AttnMask)>,
+    mut each: impl FnMut(usize, f64, u32),
+) -> Result<(), TrainError> {
+    let mut n = 0;
+    for (batch, mask) in batches {
+        model.forward_loss(acts, Input::Tokens(&batch.inputs), &batch.targets, &mask)?;
+        for (&loss, &target) in acts.row_loss.iter().zip(&batch.targets) {
+            if target != IGNORE {
+                each(n, loss as f64, target);
+                n += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nats over ln 2 over bytes; NaN when there are no bytes.
+fn bits_per_byte(nats: f64, bytes: u64) -> f64 {
+    if bytes == 0 {
+        f64::NAN
+    } else {
+        nats / std::f64::consts::LN_2 / bytes as f64
     }
 }
 
@@ -172,26 +206,81 @@ pub fn evaluate(
     max_tokens: usize,
 ) -> Result<ValResult, TrainError> {
     let (mut nats, mut bytes, mut count) = (0.0f64, 0u64, 0usize);
-    for (batch, mask) in val.batches(acts.batch, acts.seq, max_tokens)? {
-        model.forward_loss(acts, Input::Tokens(&batch.inputs), &batch.targets, &mask)?;
-        for (&loss, &target) in acts.row_loss.iter().zip(&batch.targets) {
-            if target != IGNORE {
-                nats += loss as f64;
-                bytes += tokenizer.token_byte_len(target) as u64;
-                count += 1;
-            }
-        }
-    }
-    let bits_per_byte = if bytes == 0 {
-        f64::NAN
-    } else {
-        nats / std::f64::consts::LN_2 / bytes as f64
-    };
+    let batches = val.batches(acts.batch, acts.seq, max_tokens)?;
+    for_each_target(model, acts, batches, |_, loss, target| {
+        nats += loss;
+        bytes += tokenizer.token_byte_len(target) as u64;
+        count += 1;
+    })?;
     Ok(ValResult {
         loss: nats / count.max(1) as f64,
-        bits_per_byte,
+        bits_per_byte: bits_per_byte(nats, bytes),
         tokens: count,
     })
+}
+
+/// Validation figures of one corpus source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceBpb {
+    /// The source as the manifest names it (`manpages:/usr/share/man`, `gcide`, ...).
+    pub source: String,
+    pub bits_per_byte: f64,
+    /// Target tokens scored (a target belongs to the source of its token).
+    pub tokens: usize,
+    pub bytes: u64,
+}
+
+/// [`evaluate`]'s pass over a pretraining validation split, scored per source: the same
+/// batches and losses, each target counted for the source its token came from
+/// ([`TokenShards::token_sources`]). Sources in manifest order; one with no target in the
+/// pass has 0 tokens and NaN bits per byte.
+pub fn evaluate_by_source(
+    model: &Model<f32>,
+    acts: &mut Activations<f32>,
+    val: &TokenShards,
+    tokenizer: &Tokenizer,
+    max_tokens: usize,
+) -> Result<Vec<SourceBpb>, TrainError> {
+    let token_sources = val.token_sources()?;
+    let names = &val.manifest().sources;
+    let mut sums = vec![(0.0f64, 0u64, 0usize); names.len()];
+    let batches = shard_batches(val, acts.batch, acts.seq, max_tokens.div_ceil(acts.seq).max(1))?;
+    for_each_target(model, acts, batches, |n, loss, target| {
+        // The n-th target is token n + 1 of the split (see `shard_batches`).
+        if let Some(sum) = token_sources.get(n + 1).and_then(|&s| sums.get_mut(s)) {
+            sum.0 += loss;
+            sum.1 += tokenizer.token_byte_len(target) as u64;
+            sum.2 += 1;
+        }
+    })?;
+    Ok(names
+        .iter()
+        .zip(sums)
+        .map(|(stats, (nats, bytes, tokens))| SourceBpb {
+            source: stats.source.to_string(),
+            bits_per_byte: bits_per_byte(nats, bytes),
+            tokens,
+            bytes,
+        })
+        .collect())
+}
+
+/// Validation bits per byte per source of the model folder `model_dir` on the prepared corpus
+/// `data_dir` (see [`evaluate_by_source`]), over at most `max_tokens` targets in batches of
+/// `batch` windows of `seq_len`: what the speedrun's report shows for its corpus mix.
+pub fn val_bpb_by_source(
+    model_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    batch: usize,
+    seq_len: usize,
+    max_tokens: usize,
+) -> Result<Vec<SourceBpb>, TrainError> {
+    let files = model_folder::read(model_dir)?;
+    let val = TokenShards::open(data_dir, Split::Val)?;
+    val.check_tokenizer(&files.tokenizer)?;
+    let mut acts = Activations::new(&files.config, batch, seq_len)?;
+    let model = Model::from_params(files.config, files.params)?;
+    evaluate_by_source(&model, &mut acts, &val, &files.tokenizer, max_tokens)
 }
 
 /// The weights of the model folder `dir`, which must hold the model `cfg` describes.
@@ -265,7 +354,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary, Tra
                     loader: Box::new(loader),
                     mask,
                 },
-                ValData::Shards(val_shards),
+                ValData::Shards(Box::new(val_shards)),
             )
         }
         DataSource::Conversations { train, val } => {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, SyntheticSource};
 use ferrogpt_train::checkpoint::{self, list_checkpoints};
 use ferrogpt_train::metrics::{read_records, Record};
-use ferrogpt_train::{train, TrainConfig, TrainOptions};
+use ferrogpt_train::{train, val_bpb_by_source, TrainConfig, TrainOptions};
 
 /// One corpus per test binary (tokenizer training is the slow part).
 fn corpus() -> &'static (tempfile::TempDir, Corpus) {
@@ -17,6 +17,7 @@ fn corpus() -> &'static (tempfile::TempDir, Corpus) {
         let spec = CorpusSpec {
             man_pages: false,
             synthetic: vec![SyntheticSource::new("arithmetic", 1500), SyntheticSource::new("counting", 500)],
+            english: Vec::new(),
             vocab_size: 300,
             tokenizer_bytes: 1 << 20,
             max_bytes: 1 << 20,
@@ -187,4 +188,28 @@ fn a_tokenizer_that_does_not_match_the_model_is_named() {
     cfg.model.vocab_size = 512;
     let e = train(&cfg, &quiet()).unwrap_err().to_string();
     assert!(e.contains("model.vocab_size"), "{e}");
+}
+
+#[test]
+fn validation_per_source_adds_up_to_the_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let summary = train(&config(&out, 6, 0), &quiet()).unwrap();
+    // The trainer's own final pass: batch 4 x seq 32, 512 tokens.
+    let by_source = val_bpb_by_source(&summary.model_dir, &corpus().1.data_dir, 4, 32, 512).unwrap();
+    let names: Vec<&str> = by_source.iter().map(|s| s.source.as_str()).collect();
+    assert_eq!(names, ["synthetic:arithmetic:1500", "synthetic:counting:500"]);
+    assert!(by_source.iter().all(|s| s.tokens > 0 && s.bits_per_byte > 0.0), "{by_source:?}");
+    let tokens: usize = by_source.iter().map(|s| s.tokens).sum();
+    assert_eq!(tokens, 512);
+    // Byte-weighted, the sources' bits per byte are the whole pass's.
+    let bytes: u64 = by_source.iter().map(|s| s.bytes).sum();
+    let pooled = by_source.iter().map(|s| s.bits_per_byte * s.bytes as f64).sum::<f64>() / bytes as f64;
+    assert!(
+        (pooled - summary.val_bpb).abs() < 1e-9 * summary.val_bpb,
+        "{pooled} vs {}",
+        summary.val_bpb
+    );
+    // The two generators' texts differ, and so do their scores.
+    assert_ne!(by_source[0].bits_per_byte, by_source[1].bits_per_byte);
 }

@@ -23,8 +23,9 @@ pub struct PrepareArgs {
     /// max_bytes, shard_tokens, shuffle_buffer); flags given here override it
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Corpus source, repeatable: `manpages`, `synthetic:GENERATOR:COUNT`, or a file or folder
-    /// of .txt/.md/.jsonl (replaces the config's sources)
+    /// Corpus source, repeatable: `manpages`, `synthetic:GENERATOR:COUNT`, a general-English
+    /// corpus `gcide`, `wordnet`, `pydoc`, `sotu` or `moby-dick` (optionally `NAME:PATH`), or a
+    /// file or folder of .txt/.md/.jsonl (replaces the config's sources)
     #[arg(long = "source")]
     sources: Vec<String>,
     /// tokenizer.json to encode with
