@@ -61,12 +61,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_mapped_name_is_an_openai_category_and_scores_add_up() {
-        for category in Category::ALL {
-            for name in category.moderation_categories() {
-                assert!(OPENAI_CATEGORIES.contains(name), "{name}");
-            }
-        }
+    fn scores_add_up_over_the_categories_that_map_to_a_name() {
         let mut probs = vec![0.0; Category::ALL.len()];
         probs[Category::Weapons.index()] = 0.6;
         probs[Category::Malware.index()] = 0.3;

@@ -29,6 +29,7 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
+        num_labels: None,
     };
     let model = Model::new(cfg, 0.5, 7).unwrap();
     let folder = dir.join("tiny");

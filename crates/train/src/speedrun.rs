@@ -20,7 +20,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, Source, Split, SyntheticSource, TokenShards};
+use ferrogpt_data::english::English;
+use ferrogpt_data::{build_corpus, Corpus, CorpusSpec, EnglishSource, Source, Split, SyntheticSource, TokenShards};
 use ferrogpt_engine::config::swiglu_hidden;
 use ferrogpt_engine::{AdamWConfig, ModelConfig, Schedule};
 use ferrogpt_infer::{text_prompt, GenerationRequest, LocalModel, SamplingParams};
@@ -30,7 +31,7 @@ use ferrogpt_tokenizer::Tokenizer;
 use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
 use crate::peak::PeakSource;
 use crate::post_training::{self, fmt_secs, PostSpec, PostTraining, RlhfSpec, ScorerSpec, SftSpec};
-use crate::trainer::{self, human, TrainOptions, TrainSummary};
+use crate::trainer::{self, human, SourceBpb, TrainOptions, TrainSummary};
 use crate::{io_err, TrainError};
 
 /// Size of a speedrun.
@@ -87,6 +88,12 @@ fn model(vocab: usize, d: usize, layers: usize, heads: usize, ctx: usize) -> Mod
     }
 }
 
+/// Every general-English corpus (dictionary, WordNet glosses, the Python docs, speeches, a
+/// book) capped at `cap` bytes each; optional, so a machine without one still runs.
+fn english_mix(cap: u64) -> Vec<EnglishSource> {
+    English::ALL.iter().map(|&c| EnglishSource::new(c, cap)).collect()
+}
+
 fn synthetic(arith: u64, counting: u64) -> Vec<SyntheticSource> {
     vec![
         SyntheticSource::new("arithmetic", arith),
@@ -108,6 +115,7 @@ impl PresetSpec {
                     max_bytes: 2 * MB,
                     val_fraction: 0.02,
                     seed: 0,
+                    english: Vec::new(),
                 },
                 model: model(1024, 64, 2, 4, 128),
                 seq_len: 128,
@@ -159,6 +167,7 @@ impl PresetSpec {
                     max_bytes: 24 * MB,
                     val_fraction: 0.01,
                     seed: 0,
+                    english: english_mix(2 * MB),
                 },
                 model: ModelConfig::reference(),
                 seq_len: 256,
@@ -209,6 +218,7 @@ impl PresetSpec {
                     max_bytes: 512 * MB,
                     val_fraction: 0.005,
                     seed: 0,
+                    english: english_mix(64 * MB),
                 },
                 model: model(8192, 320, 6, 5, 512),
                 seq_len: 512,
@@ -354,6 +364,9 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
     let base_dir = out.join(BASE_DIR);
     std::fs::rename(&summary.model_dir, &base_dir).map_err(io_err(&base_dir))?;
     let model_dir = out.join(trainer::MODEL_DIR);
+    let t = Instant::now();
+    let by_source = trainer::val_bpb_by_source(&base_dir, &corpus.data_dir, spec.batch_size, spec.seq_len, val_shards.len())?;
+    stages.push(("validation bits per byte by source", t.elapsed().as_secs_f64()));
     let post = post_training::run(&spec.post, out, &base_dir, &model_dir, progress, &mut stages)?;
 
     let wall_secs = t0.elapsed().as_secs_f64();
@@ -364,6 +377,7 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
         corpus: &corpus,
         summary: &summary,
         post: &post,
+        by_source: &by_source,
         base_dir: &base_dir,
         model_dir: &model_dir,
         unigram_bpb,
@@ -398,6 +412,10 @@ pub fn speedrun(preset: Preset, out: &Path, progress: bool) -> Result<SpeedrunRe
         "wall_secs": wall_secs,
         "corpus_train_bytes": corpus.manifest.totals.train.bytes,
         "corpus_train_tokens": corpus.manifest.totals.train.tokens,
+        "val_bpb_by_source": by_source
+            .iter()
+            .map(|b| serde_json::json!({"source": b.source, "bits_per_byte": b.bits_per_byte, "tokens": b.tokens, "bytes": b.bytes}))
+            .collect::<Vec<_>>(),
         "post_training": post_training::summary_json(&post),
     });
     let summary_path = out.join(SUMMARY_FILE);
@@ -439,6 +457,7 @@ struct ReportInput<'a> {
     corpus: &'a Corpus,
     summary: &'a TrainSummary,
     post: &'a PostTraining,
+    by_source: &'a [SourceBpb],
     base_dir: &'a Path,
     model_dir: &'a Path,
     unigram_bpb: f64,
@@ -529,6 +548,21 @@ fn render_report(r: &ReportInput) -> String {
     ];
     for (k, v) in rows {
         let _ = writeln!(t, "| {k} | {v} |");
+    }
+    let _ = writeln!(
+        t,
+        "\nValidation bits per byte of the pretrained model by source (each target scored as its source's):\n\n\
+         | source | bits/byte | tokens | bytes |\n|---|---:|---:|---:|"
+    );
+    for b in r.by_source {
+        let _ = writeln!(
+            t,
+            "| `{}` | {:.4} | {} | {} |",
+            b.source,
+            b.bits_per_byte,
+            human(b.tokens as f64),
+            human(b.bytes as f64)
+        );
     }
     let _ = writeln!(t, "\n## Loss curve\n\n![loss curve]({})\n", trainer::LOSS_CURVE_FILE);
     let _ = writeln!(

@@ -13,6 +13,19 @@ pub mod speedrun;
 pub mod tokenizer;
 pub mod train;
 
+/// The flags every post-training stage shares: its seed, resumption and progress display.
+#[derive(clap::Args)]
+pub struct StageFlags {
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue exactly from the newest checkpoint in OUT (same flags and files)
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -39,14 +39,8 @@ pub struct RlhfArgs {
     /// Weight of the rule-based safety reward beside the reward model's score
     #[arg(long, default_value_t = 1.0)]
     pub safety_weight: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Continue exactly from the newest checkpoint in OUT (same flags)
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bar
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub stage: super::StageFlags,
 }
 
 pub fn run(args: RlhfArgs) -> anyhow::Result<()> {
@@ -58,10 +52,10 @@ pub fn run(args: RlhfArgs) -> anyhow::Result<()> {
         lr: args.lr,
         beta: args.beta,
         safety_weight: args.safety_weight,
-        seed: args.seed,
+        seed: args.stage.seed,
         ..RlhfPlan::new(&args.model, &args.reward_model, &args.grader, &args.out)
     };
-    let s = rlhf(&plan, args.resume, !args.quiet).with_context(|| format!("RLHF of {}", args.model.display()))?;
+    let s = rlhf(&plan, args.stage.resume, !args.stage.quiet).with_context(|| format!("RLHF of {}", args.model.display()))?;
     let figures: Vec<String> = s.last.figures.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
     println!("rlhf: {} steps in {:.1}s; last step: {}", s.steps, s.train_secs, figures.join(", "));
     println!("model: {}\nmetrics: {}", s.model_dir.display(), s.metrics.display());

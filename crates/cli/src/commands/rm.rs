@@ -50,14 +50,8 @@ pub struct RmTrainArgs {
     /// Tokens per row (at most the model's context)
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Continue exactly from the newest checkpoint in OUT (same flags)
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bar
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub stage: super::StageFlags,
 }
 
 pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
@@ -74,10 +68,10 @@ pub fn run(cmd: RmCommand) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         seq_len: args.seq_len,
         lr: args.lr,
-        seed: args.seed,
+        seed: args.stage.seed,
         ..ScorerPlan::new(kind, &args.model, &args.out)
     };
-    let (summary, eval) = train_scorer(&plan, args.resume, !args.quiet)
+    let (summary, eval) = train_scorer(&plan, args.stage.resume, !args.stage.quiet)
         .with_context(|| format!("training a {} from {}", kind.as_str(), args.model.display()))?;
     println!(
         "{}: {} steps in {:.1}s, last training loss {:.4}",

@@ -39,14 +39,8 @@ pub struct SftArgs {
     /// Tokens per row (at most the model's context)
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Continue exactly from the newest checkpoint in OUT (same flags and files)
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bar
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub stage: super::StageFlags,
 }
 
 pub fn run(args: SftArgs) -> anyhow::Result<()> {
@@ -54,8 +48,8 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         (Some(data), Some(val)) => (data, val),
         _ => {
             let (data, val) = (args.out.join("train.jsonl"), args.out.join("val.jsonl"));
-            write_conversations(&data, Split::Train, args.generate, args.seed)?;
-            write_conversations(&val, Split::Test, (args.generate / 10).max(1), args.seed.wrapping_add(1))?;
+            write_conversations(&data, Split::Train, args.generate, args.stage.seed)?;
+            write_conversations(&val, Split::Test, (args.generate / 10).max(1), args.stage.seed.wrapping_add(1))?;
             eprintln!(
                 "generated {} training and {} held-out conversations in {}",
                 args.generate,
@@ -70,7 +64,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
         lr: args.lr,
         batch_size: args.batch_size,
         seq_len: args.seq_len,
-        seed: args.seed,
+        seed: args.stage.seed,
         ..SftPlan::new(&args.model, &data, &val, &args.out)
     };
     let cfg = plan
@@ -79,8 +73,8 @@ pub fn run(args: SftArgs) -> anyhow::Result<()> {
     let s = train(
         &cfg,
         &TrainOptions {
-            resume: args.resume,
-            progress: !args.quiet,
+            resume: args.stage.resume,
+            progress: !args.stage.quiet,
         },
     )
     .with_context(|| format!("fine-tuning {} on {}", args.model.display(), data.display()))?;

@@ -110,14 +110,13 @@ fn multiple_choice_stage(preset: Preset, out: &Path, report: &Path, progress: bo
         ("sft", out.join("sft/model")),
         ("rlhf", out.join(RLHF_DIR).join("model")),
     ];
-    let mut section = String::from(
-        "
-## Multiple choice and calibration
-
-Each choice scored by its log-likelihood after the question (lm-evaluation-harness style);          confidence = softmax over the choices; ECE over 10 confidence bins; 95% Wilson intervals.          These benchmarks are measured, never trained on.
-
-         | task | model | questions | accuracy | acc_norm | chance | ECE |\n|---|---|---:|---:|---:|---:|---:|\n",
-    );
+    let mut section = String::from(concat!(
+        "\n## Multiple choice and calibration\n\n",
+        "Each choice scored by its log-likelihood after the question (lm-evaluation-harness style); ",
+        "confidence = softmax over the choices; ECE over 10 confidence bins; 95% Wilson intervals. ",
+        "These benchmarks are measured, never trained on.\n\n",
+        "| task | model | questions | accuracy | acc_norm | chance | ECE |\n|---|---|---:|---:|---:|---:|---:|\n",
+    ));
     let mut missing = Vec::new();
     let mut diagrams = Vec::new();
     for task in [McTask::Exams { language: None }, McTask::TruthfulQa] {
