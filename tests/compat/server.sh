@@ -5,7 +5,8 @@
 #
 # Inputs (environment): FERROGPT_MODEL_DIR (a model folder; default: build one with
 # `ferrogpt speedrun --preset smoke`), FERROGPT_BIN (default: cargo build --release),
-# SERVE_ARGS (extra `ferrogpt serve` flags).
+# SERVE_ARGS (extra `ferrogpt serve` flags), NEED_MODERATION (set: serve a moderation classifier,
+# the model folder's moderation/ or else one trained here in a few steps).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrogpt-serve-test.XXXXXX")
@@ -25,6 +26,15 @@ if [ -z "$MODEL_DIR" ]; then
   MODEL_DIR="$WORK/run/model"
 fi
 [ -d "$MODEL_DIR" ] || { echo "model folder $MODEL_DIR does not exist" >&2; exit 2; }
+
+# `ferrogpt serve --model` loads MODEL_DIR/moderation/ by itself; a model folder without one
+# gets a classifier trained for a few steps (its verdicts are noise, its shapes are real).
+if [ -n "${NEED_MODERATION:-}" ] && [ ! -d "$MODEL_DIR/moderation" ]; then
+  log "no moderation classifier in $MODEL_DIR: training one for a few steps"
+  "$FERROGPT_BIN" rm train --kind moderation --model "$MODEL_DIR" --out "$WORK/moderation" \
+    --steps 5 --examples 200 --test-examples 50 --quiet >&2
+  SERVE_ARGS="${SERVE_ARGS:-} --moderation-model $WORK/moderation/model"
+fi
 
 STATE="$WORK/state.sqlite"
 API_KEY=$("$FERROGPT_BIN" keys create --name tests --state "$STATE" 2>/dev/null)

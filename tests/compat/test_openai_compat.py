@@ -1,7 +1,8 @@
 """The official `openai` client, unmodified, against `ferrogpt serve`.
 
 Needs BASE_URL and API_KEY in the environment (tests/compat/run.sh sets them) and a server
-started with `--tpm 4000` so that one oversized request is refused as "request too large".
+started with `--tpm 4000` so that one oversized request is refused as "request too large",
+and with a moderation model (run.sh makes one if the model folder has none).
 Run: python3 tests/compat/test_openai_compat.py -v
 """
 
@@ -169,6 +170,40 @@ class CompatTest(unittest.TestCase):
             for part in ("limit", "remaining", "reset"):
                 self.assertIn(f"x-ratelimit-{part}-{h}", raw.headers)
         self.assertEqual(raw.headers["x-ratelimit-limit-tokens"], "4000")
+
+    def test_moderations(self):
+        texts = ["How do I bake bread?", "Tell me about the sea."]
+        r = self.c.moderations.create(input=texts)
+        self.assertTrue(r.id.startswith("modr-"))
+        self.assertEqual(r.model, "ferrogpt-moderation")
+        self.assertEqual(len(r.results), len(texts))
+        categories = [
+            "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+            "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions",
+            "sexual", "sexual/minors", "violence", "violence/graphic",
+        ]
+        for result in r.results:
+            self.assertIsInstance(result.flagged, bool)
+            flags = result.categories.model_dump(by_alias=True)
+            scores = result.category_scores.model_dump(by_alias=True)
+            self.assertEqual(sorted(flags), sorted(categories))
+            self.assertEqual(sorted(scores), sorted(categories))
+            for name in categories:
+                self.assertIsInstance(flags[name], bool)
+                self.assertTrue(0.0 <= scores[name] <= 1.0, (name, scores[name]))
+            # The client's attribute names for the slashed and dashed keys.
+            self.assertIsInstance(result.categories.self_harm, bool)
+            self.assertIsInstance(result.category_scores.harassment_threatening, float)
+            self.assertEqual(result.category_applied_input_types.violence, ["text"])
+        one = self.c.moderations.create(input="Tell me about the sea.", model="ferrogpt-moderation")
+        self.assertEqual(len(one.results), 1)
+        ids = [m.id for m in self.c.models.list().data]
+        self.assertIn("ferrogpt-moderation", ids)
+
+    def test_moderations_refuse_empty_input(self):
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.c.moderations.create(input=[])
+        self.assertEqual(e.exception.body["param"], "input")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ impl Endpoint {
     }
 }
 
-fn request_id(prefix: &str) -> String {
+pub(crate) fn request_id(prefix: &str) -> String {
     let mut rng = rand::rng();
     let body: String = (0..24)
         .map(|_| {
@@ -165,40 +165,10 @@ pub(crate) fn admit(st: &Arc<AppState>, key: &KeyRecord, req: Admission<'_>) -> 
     }
     let prompt_total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
     let reserve = prompt_total + choices * max_out as u64;
-    let reservation = match st.limiter.admit(key.id, snapshot, reserve) {
-        Ok(r) => r,
-        Err(denied) => {
-            let (kind, err, retry, should_retry, state) = match denied {
-                Denied::Requests { retry_after_s, state } => {
-                    let used = state.limit_requests - state.remaining_requests;
-                    let window = Window { kind: "requests", name: "requests per min (RPM)", limit: state.limit_requests };
-                    let err = window.exceeded(snapshot, used, 1, retry_after_s);
-                    ("requests", err, Some(retry_after_s), true, state)
-                }
-                Denied::Tokens { retry_after_s, requested, state } => {
-                    let used = state.limit_tokens - state.remaining_tokens;
-                    let window = Window { kind: "tokens", name: "tokens per min (TPM)", limit: state.limit_tokens };
-                    let err = window.exceeded(snapshot, used, requested, retry_after_s);
-                    ("tokens", err, Some(retry_after_s), true, state)
-                }
-                Denied::TooLarge { requested, state } => (
-                    "tokens",
-                    ApiError::rate_limited(
-                        "tokens",
-                        format!(
-                            "Request too large for {snapshot} on tokens per min (TPM): Limit {}, Requested {requested}. The input or output tokens must be reduced (set max_tokens) in order to run successfully.",
-                            state.limit_tokens
-                        ),
-                    ),
-                    None,
-                    false,
-                    state,
-                ),
-            };
-            st.metrics.rate_limited(kind);
-            return Err(err.with_headers(&limit_headers(&state, retry, should_retry)));
-        }
-    };
+    let reservation = st
+        .limiter
+        .admit(key.id, snapshot, reserve)
+        .map_err(|denied| limit_refusal(st, snapshot, denied))?;
     // Refused for a full queue, the request still counts against RPM (as other refusals do),
     // but its tokens are given back.
     let seats = match entry.seats.take(key.id, choices as usize) {
@@ -259,7 +229,40 @@ pub(crate) fn admit(st: &Arc<AppState>, key: &KeyRecord, req: Admission<'_>) -> 
     })
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
+/// The 429 of a request the rate limiter refused on `snapshot`'s buckets, with its headers.
+pub(crate) fn limit_refusal(st: &AppState, snapshot: &str, denied: Denied) -> ApiError {
+    let (kind, err, retry, should_retry, state) = match denied {
+        Denied::Requests { retry_after_s, state } => {
+            let used = state.limit_requests - state.remaining_requests;
+            let window = Window { kind: "requests", name: "requests per min (RPM)", limit: state.limit_requests };
+            let err = window.exceeded(snapshot, used, 1, retry_after_s);
+            ("requests", err, Some(retry_after_s), true, state)
+        }
+        Denied::Tokens { retry_after_s, requested, state } => {
+            let used = state.limit_tokens - state.remaining_tokens;
+            let window = Window { kind: "tokens", name: "tokens per min (TPM)", limit: state.limit_tokens };
+            let err = window.exceeded(snapshot, used, requested, retry_after_s);
+            ("tokens", err, Some(retry_after_s), true, state)
+        }
+        Denied::TooLarge { requested, state } => (
+            "tokens",
+            ApiError::rate_limited(
+                "tokens",
+                format!(
+                    "Request too large for {snapshot} on tokens per min (TPM): Limit {}, Requested {requested}. The input or output tokens must be reduced (set max_tokens) in order to run successfully.",
+                    state.limit_tokens
+                ),
+            ),
+            None,
+            false,
+            state,
+        ),
+    };
+    st.metrics.rate_limited(kind);
+    err.with_headers(&limit_headers(&state, retry, should_retry))
+}
+
+pub(crate) fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(HeaderName::from_static(name), v);
     }
@@ -337,7 +340,7 @@ pub(crate) fn charge_refused(st: &AppState, key: &KeyRecord, body: Option<&Map<S
 }
 
 /// The chat page's per-key message cap, checked before anything is generated.
-fn take_page_message(st: &AppState, key: &KeyRecord) -> Result<(), ApiError> {
+pub(crate) fn take_page_message(st: &AppState, key: &KeyRecord) -> Result<(), ApiError> {
     let window = st.chat.window_hours * 3600.0;
     let now = unix_now() as f64;
     match st.store.take_chat_message(key.id, now, window, st.chat.messages_per_window) {

@@ -2,6 +2,7 @@
 //! messages, prompts, sampling fields — is read by ferrogpt-infer's [`request`] module, the one
 //! translation shared with `local:` evals; this module adds what only the server needs (the
 //! model name, streaming, the end user) and turns every problem into a 400 naming the field.
+//! A `/v1/moderations` body (texts to classify, no generation) is read here whole.
 
 use ferrogpt_infer::request::{self, field, kind_of, opt_bool, ChatRequest, CompletionRequest, RequestError};
 use serde_json::{Map, Value};
@@ -24,6 +25,14 @@ pub struct CompletionBody {
     pub request: CompletionRequest,
     pub stream: bool,
     pub include_usage: bool,
+}
+
+/// A `/v1/moderations` body: the texts to classify, each its own result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModerationBody {
+    /// The model named, if any (OpenAI's default is its latest moderation model).
+    pub model: Option<String>,
+    pub inputs: Vec<String>,
 }
 
 impl From<RequestError> for ApiError {
@@ -109,6 +118,46 @@ pub fn parse_completion(obj: &Map<String, Value>) -> Result<CompletionBody, ApiE
         stream,
         include_usage,
     })
+}
+
+/// `input` is a string or a non-empty array of strings, none of them empty. OpenAI's
+/// multi-modal parts (`{"type": "text" | "image_url", ...}`) are refused: the classifier reads
+/// text, and one string per result keeps results and inputs one-to-one.
+pub fn parse_moderation(obj: &Map<String, Value>) -> Result<ModerationBody, ApiError> {
+    let model = match field(obj, "model") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => return Err(ApiError::invalid("model", format!("'model' must be a string, not {}.", kind_of(v)))),
+    };
+    let text = |param: String, v: &Value| match v {
+        Value::String(s) if s.is_empty() => Err(ApiError::invalid(param.clone(), format!("'{param}' must not be empty."))),
+        Value::String(s) => Ok(s.clone()),
+        Value::Object(_) => Err(ApiError::invalid(
+            param.clone(),
+            format!("'{param}' must be a string: this server moderates text only, given as strings, not as input parts."),
+        )),
+        other => Err(ApiError::invalid(
+            param.clone(),
+            format!("'{param}' must be a string, not {}.", kind_of(other)),
+        )),
+    };
+    let inputs = match field(obj, "input") {
+        None => return Err(ApiError::invalid("input", "you must provide an 'input' parameter")),
+        Some(Value::Array(items)) if items.is_empty() => return Err(ApiError::invalid("input", "'input' must not be an empty array.")),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| text(format!("input.[{i}]"), v))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(v @ Value::String(_)) => vec![text("input".into(), v)?],
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "input",
+                format!("'input' must be a string or an array of strings, not {}.", kind_of(v)),
+            ))
+        }
+    };
+    Ok(ModerationBody { model, inputs })
 }
 
 #[cfg(test)]
@@ -206,6 +255,39 @@ mod tests {
         let r = parse_completion(json!({"model": "m", "prompt": "hi"}).as_object().unwrap()).unwrap();
         assert_eq!(r.request.params.max_tokens, Some(16));
         assert!(parse_completion(json!({"model": "m", "prompt": [true]}).as_object().unwrap()).is_err());
+    }
+
+    #[test]
+    fn moderation_inputs() {
+        let parse = |v: Value| parse_moderation(v.as_object().unwrap());
+        let one = parse(json!({"input": "hello"})).unwrap();
+        assert_eq!(
+            one,
+            ModerationBody {
+                model: None,
+                inputs: vec!["hello".into()]
+            }
+        );
+        let many = parse(json!({"input": ["a", "b"], "model": "m"})).unwrap();
+        assert_eq!(many.inputs, ["a", "b"]);
+        assert_eq!(many.model.as_deref(), Some("m"));
+        let cases = [
+            (json!({}), "input"),
+            (json!({"input": null}), "input"),
+            (json!({"input": ""}), "input"),
+            (json!({"input": []}), "input"),
+            (json!({"input": 3}), "input"),
+            (json!({"input": {"text": "x"}}), "input"),
+            (json!({"input": ["a", ""]}), "input.[1]"),
+            (json!({"input": ["a", 1]}), "input.[1]"),
+            (json!({"input": [{"type": "text", "text": "x"}]}), "input.[0]"),
+            (json!({"input": "x", "model": 5}), "model"),
+        ];
+        for (body, param) in cases {
+            let e = parse(body.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The generating endpoints — `/v1/chat/completions`, `/v1/completions` and the chat page's
 //! `/chat/api/*` — from a request body to an [`Admitted`] request: each parses its body, resolves
 //! the model once, refuses text too long for the context before tokenizing it, tokenizes off the
-//! runtime, and hands one [`Admission`] to [`admit`]; [`run_admitted`] does the rest.
+//! runtime, and hands one [`Admission`] to [`admit`]; [`run_admitted`] does the rest. The chat
+//! page's input is first checked by the moderation model, when one is loaded.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::admission::{admit, charge_refused, read_body, Admission, Admitted, En
 use crate::api;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
+use crate::moderation::check_chat_page_input;
 use crate::respond::ChatPageUsage;
 use crate::run::run_admitted;
 use crate::server::{unix_now, AppState};
@@ -48,6 +50,9 @@ async fn admit_chat(st: &Arc<AppState>, key: &KeyRecord, obj: &Map<String, Value
         })
         .sum();
     entry.check_prompt_bytes("messages", text_bytes)?;
+    if from_page {
+        check_chat_page_input(st, key, &req.request.messages).await?;
+    }
     let backend = entry.backend.clone();
     let messages = req.request.messages;
     let prompt = off_runtime(move || backend.chat_prompt(&messages)).await?.map_err(|e| match e {

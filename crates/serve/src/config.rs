@@ -250,7 +250,7 @@ fn valid_model_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
-fn folder_mtime(folder: &Path) -> u64 {
+pub(crate) fn folder_mtime(folder: &Path) -> u64 {
     std::fs::metadata(folder)
         .and_then(|m| m.modified())
         .ok()

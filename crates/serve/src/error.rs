@@ -93,6 +93,22 @@ impl ApiError {
         e
     }
 
+    /// 404 for a model this server has none of, as OpenAI answers a model that does not
+    /// exist: `message` says how to load one.
+    pub fn model_not_loaded(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message);
+        e.code = Some("model_not_found");
+        e
+    }
+
+    /// 400 for input the moderation model flagged, refused before anything is generated
+    /// (Azure OpenAI's answer to a filtered prompt: `code: "content_filter"`).
+    pub fn content_filter(message: impl Into<String>) -> Self {
+        let mut e = Self::invalid("messages", message);
+        e.code = Some("content_filter");
+        e
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
     }

@@ -1,6 +1,6 @@
 //! ferrogpt-serve: the OpenAI-compatible HTTP server — `/v1/chat/completions`,
-//! `/v1/completions`, `/v1/models`, the waitlist, API keys, per-key rate limits, the SQLite
-//! usage ledger, Prometheus metrics and the chat page.
+//! `/v1/completions`, `/v1/moderations`, `/v1/models`, the waitlist, API keys, per-key rate
+//! limits, the SQLite usage ledger, Prometheus metrics and the chat page.
 //!
 //! A request takes one path through the modules: `auth` (which key asks), `admission` (may it
 //! run: model, context, limits, seats), `completion` (the endpoints' bodies into one admission)
@@ -20,6 +20,12 @@
 //! transformer, the KV cache, generation (the decoder, sampling, JSON mode, the BOS policy),
 //! the chat template or the translation of request fields into generation inputs: those are
 //! ferrogpt-engine's and ferrogpt-infer's.
+//!
+//! `moderation` serves a trained moderation classifier (loaded with ferrogpt-infer, beside the
+//! chat models rather than behind a scheduler: one forward pass per input, off the runtime) at
+//! `/v1/moderations` in OpenAI's shape, and checks the chat page's input with it. What the
+//! classifier reads is ferrogpt-train's (`moderation_tokens`, `request_text`), what its
+//! probabilities mean in OpenAI's category names is ferrogpt-chatdata's (`moderation`).
 
 mod accounting;
 mod admission;
@@ -32,6 +38,7 @@ pub mod engine;
 pub mod error;
 mod ledger;
 pub mod metrics;
+pub mod moderation;
 mod page;
 pub mod ratelimit;
 mod respond;

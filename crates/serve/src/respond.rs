@@ -1,14 +1,15 @@
 //! OpenAI's response bodies, one typed struct per object, shared by the buffered and the
 //! streaming paths: completions and their stream chunks (one envelope, [`Completion`], whose
 //! choices are [`ChatChoice`], [`ChatChunkChoice`] or [`TextChoice`]), logprobs in the chat and
-//! the legacy completions shapes, usage, models, the waitlist entry, `/health` and the chat page's
-//! usage; and the echoed prompts and logprob entries these are built from.
+//! the legacy completions shapes, usage, moderation results, models, the waitlist entry,
+//! `/health` and the chat page's usage; and the echoed prompts and logprob entries these are built from.
 //!
 //! Where OpenAI's clients expect a key that is always null here (`system_fingerprint`,
 //! `refusal`), it is a [`Null`] field, so that the key is there whatever the types allow.
 
 use std::collections::BTreeMap;
 
+use ferrogpt_chatdata::moderation::Moderation;
 use ferrogpt_infer::{FinishReason, PromptTokens, TokenLogprob};
 use serde::Serialize;
 
@@ -237,6 +238,39 @@ pub(crate) fn legacy_logprobs<'a>(
         out.tokens.push(text);
     }
     out
+}
+
+/// A `/v1/moderations` answer: one result per input, in order.
+#[derive(Serialize)]
+pub(crate) struct ModerationResponse {
+    pub id: String,
+    pub model: &'static str,
+    pub results: Vec<ModerationResult>,
+}
+
+/// One input's result in OpenAI's shape: every one of the 13 category names in each map.
+#[derive(Serialize)]
+pub(crate) struct ModerationResult {
+    pub flagged: bool,
+    pub categories: BTreeMap<&'static str, bool>,
+    pub category_scores: BTreeMap<&'static str, f64>,
+    /// Every score applies to text, the only input the classifier reads.
+    pub category_applied_input_types: BTreeMap<&'static str, [&'static str; 1]>,
+}
+
+impl ModerationResponse {
+    pub(crate) fn new(id: String, model: &'static str, results: Vec<Moderation>) -> Self {
+        let results = results
+            .into_iter()
+            .map(|m| ModerationResult {
+                flagged: m.flagged,
+                category_applied_input_types: m.categories.keys().map(|&name| (name, ["text"])).collect(),
+                categories: m.categories,
+                category_scores: m.category_scores,
+            })
+            .collect();
+        Self { id, model, results }
+    }
 }
 
 /// `/v1/models`: the models a key may use.

@@ -1,7 +1,8 @@
 //! The server: the shared state ([`AppState`], one [`ModelEntry`] per snapshot), the routes,
 //! the small handlers (health, metrics, models), and [`serve`], which shuts down gracefully with a
 //! drain deadline. Admission is `admission`'s, the generating endpoints are `completion`'s and
-//! `run`'s, the waitlist is `waitlist`'s; what a request costs is `accounting`'s.
+//! `run`'s, moderations are `moderation`'s, the waitlist is `waitlist`'s; what a request costs
+//! is `accounting`'s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::config::{ChatPageConfig, Config, SnapshotConfig, WaitlistConfig};
 use crate::error::{ApiError, ServeError};
 use crate::ledger::LedgerWriter;
 use crate::metrics::Metrics;
+use crate::moderation::{moderations, Moderator, MODERATION_MODEL_ID};
 use crate::ratelimit::{AddressLimiter, Clock, RateLimiter};
 use crate::respond::{Health, Model, ModelHealth, ModelList};
 use crate::seats::SequenceSeats;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub(crate) waitlist_limiter: AddressLimiter,
     /// Set when the drain deadline has passed: running requests end now, as interrupted.
     pub(crate) interrupt: watch::Sender<bool>,
+    /// The moderation classifier behind `/v1/moderations` and the chat page's input check.
+    pub(crate) moderator: Option<Arc<Moderator>>,
 }
 
 impl AppState {
@@ -119,7 +123,14 @@ impl AppState {
             waitlist: w.clone(),
             waitlist_limiter: AddressLimiter::new(w.per_address_per_hour, w.per_hour, clock),
             interrupt: watch::channel(false).0,
+            moderator: None,
         })
+    }
+
+    /// Serves `moderator` at `/v1/moderations` and moderates the chat page's input with it.
+    pub fn with_moderator(mut self, moderator: Moderator) -> Self {
+        self.moderator = Some(Arc::new(moderator));
+        self
     }
 
     /// Whether running requests are being cut short (the drain deadline passed).
@@ -180,6 +191,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(get_model))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/moderations", post(moderations))
         .route("/v1/waitlist", post(waitlist))
         .route("/chat/api/completions", post(chat_page_completions))
         .route("/chat/api/usage", get(chat_page_usage))
@@ -224,7 +236,8 @@ async fn metrics(State(st): State<Arc<AppState>>) -> ([(HeaderName, &'static str
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats))
 }
 
-/// Models this key may use: its snapshots and the aliases that point at them.
+/// Models this key may use: its snapshots, the aliases that point at them, and the
+/// moderation classifier, which every key may use (it generates nothing and is free).
 fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Model> {
     let mut out = Vec::new();
     for (id, m) in &st.models {
@@ -238,6 +251,9 @@ fn visible_models(st: &AppState, key: &KeyRecord) -> Vec<Model> {
                 out.push(Model::new(alias, m.config.created, m.context_length, Some(target)));
             }
         }
+    }
+    if let Some(m) = &st.moderator {
+        out.push(Model::new(MODERATION_MODEL_ID, m.created, m.context_length(), None));
     }
     out
 }

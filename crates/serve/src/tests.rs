@@ -24,6 +24,7 @@ use ferrogpt_infer::{
 };
 
 mod hostile;
+mod moderation;
 
 /// A clock that only moves when told to, so rate-limit tests cannot depend on timing.
 struct FrozenClock(AtomicU64);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use ferrogpt_serve::backend::Backend;
+use ferrogpt_serve::moderation::Moderator;
 use ferrogpt_serve::ratelimit::MonotonicClock;
 use ferrogpt_serve::{AppState, Config, Store};
 
@@ -34,6 +35,11 @@ pub struct ServeArgs {
     /// TOML file with [[snapshot]] entries, [aliases], [limits], [chat] and [server]
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Moderation classifier folder (`ferrogpt rm train --kind moderation`) served at
+    /// /v1/moderations and checking the chat page's input; default: MODEL/moderation/ when
+    /// --model has one
+    #[arg(long)]
+    moderation_model: Option<PathBuf>,
     /// Alias used with --model
     #[arg(long, default_value = "ferrogpt")]
     alias: String,
@@ -154,7 +160,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let backend = load_backend(&snap.folder, config.server.batch_slots).with_context(|| format!("loading snapshot {}", snap.id))?;
         backends.insert(snap.id.clone(), backend);
     }
-    let state = Arc::new(AppState::new(&config, backends, store, Arc::new(MonotonicClock::default()))?);
+    let mut state = AppState::new(&config, backends, store, Arc::new(MonotonicClock::default()))?;
+    let moderation_folder = args
+        .moderation_model
+        .or_else(|| args.model.as_deref().and_then(Moderator::folder_in));
+    if let Some(folder) = moderation_folder {
+        tracing::info!(folder = %folder.display(), "loading the moderation model");
+        let moderator = Moderator::load(&folder).with_context(|| format!("loading the moderation model {}", folder.display()))?;
+        state = state.with_moderator(moderator);
+    }
+    let state = Arc::new(state);
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
