@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::Category;
+use crate::{Category, ChatMessage, Role};
 
 /// Every category name OpenAI's moderation endpoint reports (the `omni-moderation`
 /// set), so clients that expect each key find it.
@@ -27,6 +27,18 @@ pub const OPENAI_CATEGORIES: [&str; 13] = [
 
 /// A score at or above this flags a category, and the input.
 pub const FLAG_THRESHOLD: f64 = 0.5;
+
+/// The text a moderation classifier reads for a conversation's request: its user turns,
+/// one per line (what `/v1/moderations` is sent; the classifier reads it as plain text
+/// under the BOS policy, `ferrogpt_infer::text_prompt`).
+pub fn request_text(messages: &[ChatMessage]) -> String {
+    messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(ChatMessage::text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// One input's moderation result.
 #[derive(Clone, Debug, PartialEq)]

@@ -24,7 +24,7 @@
 //! `moderation` serves a trained moderation classifier (loaded with ferrogpt-infer, beside the
 //! chat models rather than behind a scheduler: one forward pass per input, off the runtime) at
 //! `/v1/moderations` in OpenAI's shape, and checks the chat page's input with it. What the
-//! classifier reads is ferrogpt-train's (`moderation_tokens`, `request_text`), what its
+//! classifier reads is ferrogpt-chatdata's `request_text` as plain text, what its
 //! probabilities mean in OpenAI's category names is ferrogpt-chatdata's (`moderation`).
 
 mod accounting;

@@ -1,6 +1,6 @@
 //! `POST /v1/moderations` and the chat page's input check, served by the moderation classifier
 //! that `ferrogpt rm train --kind moderation` trains: [`Moderator`] is the loaded classifier
-//! (what it reads is ferrogpt-train's `moderation_tokens`, what its probabilities mean in
+//! (what it reads is its text under the BOS policy, `ferrogpt_infer::text_prompt`, what its probabilities mean in
 //! OpenAI's categories is ferrogpt-chatdata's `moderation`), and [`moderations`] the endpoint.
 //!
 //! Moderations are free, as in OpenAI's API: a request counts against the key's RPM and, for
@@ -17,11 +17,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use ferrogpt_chatdata::moderation::request_text;
 use ferrogpt_chatdata::moderation::{moderation, Moderation};
 use ferrogpt_chatdata::Category;
 use ferrogpt_engine::kernels::post_training::log_softmax;
+use ferrogpt_infer::text_prompt;
 use ferrogpt_infer::{ChatMessage, InferError, LocalModel};
-use ferrogpt_train::classifier::{moderation_tokens, request_text};
 
 use crate::accounting::Accounting;
 use crate::admission::{charge_refused, insert, limit_refusal, read_body, request_id, take_page_message};
@@ -82,7 +83,7 @@ impl Moderator {
 
     /// What the classifier reads for `text`: its tokens, the last `context_length` of them.
     pub fn tokens(&self, text: &str) -> Vec<u32> {
-        let mut ids = moderation_tokens(self.model.tokenizer(), text);
+        let mut ids = text_prompt(self.model.tokenizer(), text).ids;
         let context = self.context_length();
         if ids.len() > context {
             ids.drain(..ids.len() - context);

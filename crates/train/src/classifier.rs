@@ -8,10 +8,11 @@
 //! each sequence attends only to itself, and its score is the head's output at
 //! its last token (Hugging Face's `LlamaForSequenceClassification`).
 
+use ferrogpt_chatdata::moderation::request_text;
 use ferrogpt_chatdata::{preference_pair, Category, Example, Graded, GraderError, SafetyClass, SafetyGrader, Split, TaskKind};
 use ferrogpt_engine::kernels::post_training::{log_softmax, pairwise_loss};
 use ferrogpt_engine::{Activations, AttnMask, Input, Model};
-use ferrogpt_infer::{render_for_training, ChatMessage, LocalModel, Role};
+use ferrogpt_infer::{render_for_training, text_prompt, ChatMessage, LocalModel, Role};
 use ferrogpt_rng::SplitMix64;
 use ferrogpt_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -71,22 +72,6 @@ pub struct Item {
     pub sequences: Vec<Vec<u32>>,
     pub label: usize,
     pub tag: &'static str,
-}
-
-/// The text a moderation classifier reads for a conversation's request: its user
-/// turns, one per line (what `/v1/moderations` is sent).
-pub fn request_text(messages: &[ChatMessage]) -> String {
-    messages
-        .iter()
-        .filter(|m| m.role == Role::User)
-        .map(ChatMessage::text)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Token ids a moderation classifier reads for `text`: `<|bos|>` and the text.
-pub fn moderation_tokens(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
-    ferrogpt_infer::prompt::text_prompt(tokenizer, text).ids
 }
 
 /// A conversation ending in `reply`, rendered the way fine-tuning renders it (the
@@ -158,7 +143,7 @@ pub fn items(kind: ScorerKind, examples: &[Example], tokenizer: &Tokenizer, seq_
             for example in examples {
                 let text = request_text(example.prompt());
                 out.push(Item {
-                    sequences: vec![keep_tail(moderation_tokens(tokenizer, &text), seq_len)],
+                    sequences: vec![keep_tail(text_prompt(tokenizer, &text).ids, seq_len)],
                     label: example.category.index(),
                     tag: example.category.as_str(),
                 });

@@ -8,9 +8,9 @@ use ferrogpt_chatdata::moderation::{moderation, Moderation, OPENAI_CATEGORIES};
 use ferrogpt_chatdata::Category;
 use ferrogpt_engine::kernels::post_training::log_softmax;
 use ferrogpt_engine::{Model, ModelConfig};
+use ferrogpt_infer::text_prompt;
 use ferrogpt_infer::LocalModel;
 use ferrogpt_tokenizer::Tokenizer;
-use ferrogpt_train::classifier::moderation_tokens;
 
 use super::*;
 use crate::moderation::{Moderator, MODERATION_MODEL_ID};
@@ -49,7 +49,7 @@ fn save_classifier(model_folder: &Path) -> PathBuf {
 /// What the classifier says of `text`, straight from its logits over its last `CONTEXT` tokens.
 fn expected(folder: &Path, text: &str) -> Moderation {
     let model = LocalModel::load(folder).unwrap();
-    let ids = moderation_tokens(model.tokenizer(), text);
+    let ids = text_prompt(model.tokenizer(), text).ids;
     let tail = ids[ids.len().saturating_sub(CONTEXT)..].to_vec();
     let logits = model.classify(&[tail]).unwrap();
     let probs: Vec<f64> = log_softmax(&logits[0]).into_iter().map(f64::exp).collect();
@@ -170,7 +170,7 @@ async fn moderations_answer_string_and_array_input_with_the_classifiers_results(
     let rows = h.state.store().ledger().unwrap();
     assert_eq!(rows.len(), 2);
     let model = LocalModel::load(&folder).unwrap();
-    let read: u64 = inputs.iter().map(|t| moderation_tokens(model.tokenizer(), t).len() as u64).sum();
+    let read: u64 = inputs.iter().map(|t| text_prompt(model.tokenizer(), t).ids.len() as u64).sum();
     let row = &rows[1];
     assert_eq!((row.endpoint.as_str(), row.model.as_str()), ("moderations", MODERATION_MODEL_ID));
     assert_eq!((row.prompt_tokens, row.completion_tokens, row.status), (read, 0, 200));
@@ -188,7 +188,7 @@ async fn input_longer_than_the_context_is_truncated_to_its_end() {
     let (h, folder) = moderated_harness(|_| {});
     let long = "The sea is wide and the waves are blue. ".repeat(40);
     let model = LocalModel::load(&folder).unwrap();
-    assert!(moderation_tokens(model.tokenizer(), &long).len() > CONTEXT);
+    assert!(text_prompt(model.tokenizer(), &long).ids.len() > CONTEXT);
     let (s, _, v) = h.post("/v1/moderations", json!({"input": long})).await;
     assert_eq!(s, 200, "{v}");
     assert_result(&v["results"][0], &expected(&folder, &long));
