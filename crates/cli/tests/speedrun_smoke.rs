@@ -34,23 +34,34 @@ fn smoke_speedrun_writes_a_report_and_a_loadable_model() {
     assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().starts_with("<svg"));
     let model = ferrogpt_infer::LocalModel::load(&out.join("model")).unwrap();
     assert_eq!(model.config().vocab_size, model.tokenizer().vocab_size());
-    // Pretraining's model is kept as the base; the chat model is the fine-tuned one, and both
-    // answered the same held-out requests.
+    // Pretraining's model is kept as the base; the chat model is the RLHF policy with the
+    // moderation classifier inside, and base, SFT and RLHF answered the same held-out requests.
     let base = ferrogpt_infer::LocalModel::load(&out.join("base")).unwrap();
     assert_eq!(base.config(), model.config());
-    let sft = &figures["sft"];
+    let post = &figures["post_training"];
+    let sft = &post["sft"];
     assert!(
         sft["steps"].as_u64().unwrap() > 0 && sft["val_loss_replies"].as_f64().unwrap() > 0.0,
         "{sft}"
     );
-    for card in ["base_scorecard", "sft_scorecard"] {
-        let over_refusal = &sft[card]["over_refusal"];
+    for card in ["base", "sft", "rlhf"] {
+        let over_refusal = &post["scorecards"][card]["over_refusal"];
         assert!(over_refusal["total"].as_u64().unwrap() > 0, "{card}: {over_refusal}");
     }
+    for scorer in ["reward_model", "safety_classifier", "moderation_classifier"] {
+        let accuracy = post[scorer]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy), "{scorer}: {accuracy}");
+    }
+    assert!(post["moderation_classifier"]["auroc"].as_f64().is_some());
+    assert_eq!(post["goals"].as_array().unwrap().len(), 4);
+    assert!(post["rlhf"]["last_step"]["kl"].as_f64().unwrap() >= 0.0);
     assert_eq!(
         std::fs::read(out.join("model/model.safetensors")).unwrap(),
-        std::fs::read(out.join("sft/model/model.safetensors")).unwrap()
+        std::fs::read(out.join("rlhf/model/model.safetensors")).unwrap()
     );
+    let moderation = ferrogpt_infer::LocalModel::load(&out.join("model/moderation")).unwrap();
+    assert_eq!(moderation.config().num_labels, Some(ferrogpt_chatdata::Category::ALL.len()));
+    assert!(report.contains("## Multiple choice and calibration") && report.contains("Goals:"));
 
     // The trained folder as an eval completion function: every sample sampled
     // by the local model and scored, the final report last.
