@@ -10,7 +10,8 @@ use ferrogpt_train::speedrun::{speedrun, Preset};
 pub enum PresetArg {
     /// Under 2 minutes: a pipeline check
     Smoke,
-    /// About 20 minutes on 2 cores: the reference model on man pages + synthetic data
+    /// The reference model on man pages, English corpora and synthetic data (~20 minutes of
+    /// pretraining on 2 cores), then every post-training stage
     Default,
     /// An overnight run
     Large,
@@ -22,7 +23,8 @@ pub struct SpeedrunArgs {
     #[arg(long, value_enum, default_value = "default")]
     pub preset: PresetArg,
     /// Output folder (data, checkpoints, metrics, report.md, the pretrained model in DIR/base,
-    /// fine-tuning in DIR/sft, and the chat model in DIR/model)
+    /// fine-tuning in DIR/sft, the reward model and classifiers, RLHF in DIR/rlhf, and the chat
+    /// model in DIR/model)
     #[arg(long, default_value = "runs/speedrun")]
     pub out: PathBuf,
     /// No progress bars
