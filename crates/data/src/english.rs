@@ -10,12 +10,12 @@
 //! run of the alphabet (or of one WordNet lexicographer file) rather than scattered lines.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::source::read_maybe_gz;
 use crate::DataError;
 
 /// Raw bytes gathered into one document for the corpora made of short entries.
@@ -158,21 +158,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// The file's text, gunzipped when it is gzip (dictzip is gzip with random-access extras).
-fn read_maybe_gz(path: &Path) -> Result<String, DataError> {
-    let raw = std::fs::read(path).map_err(io_err(path))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 3);
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io_err(path))?;
-        out
-    } else {
-        raw
-    };
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The plain text of one document of `corpus`; `None` when nothing is left.

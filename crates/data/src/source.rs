@@ -375,19 +375,7 @@ impl Task {
                     None => return Err(bad("missing field `text`".into())),
                 }
             }
-            Task::ManPage { path, .. } => {
-                let raw = std::fs::read(path).map_err(io_err(path))?;
-                let roff = if path.extension().is_some_and(|e| e == "gz") {
-                    let mut out = Vec::with_capacity(raw.len() * 4);
-                    flate2::read::MultiGzDecoder::new(raw.as_slice())
-                        .read_to_end(&mut out)
-                        .map_err(io_err(path))?;
-                    out
-                } else {
-                    raw
-                };
-                crate::roff::roff_to_text(&String::from_utf8_lossy(&roff))
-            }
+            Task::ManPage { path, .. } => crate::roff::roff_to_text(&read_maybe_gz(path)?),
             Task::Synthetic { gen, seed, index } => synthetic::sample_at(*gen, *seed, *index).text(),
             Task::English { corpus, doc } => return Ok(english::clean(*corpus, &doc.raw)),
         };
@@ -591,6 +579,22 @@ impl Iterator for TaskStream {
         let i = self.rng.below(self.buffer.len() as u64) as usize;
         Some(Ok(self.buffer.swap_remove(i)))
     }
+}
+
+/// The file's text, gunzipped when it is gzip (told by its magic bytes: `.gz` man pages, and
+/// dictzip, which is gzip with random-access extras), invalid UTF-8 replaced.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<String, DataError> {
+    let raw = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(io_err(path))?;
+        out
+    } else {
+        raw
+    };
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]
