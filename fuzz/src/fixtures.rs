@@ -55,5 +55,6 @@ pub fn tiny_config() -> ModelConfig {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tie_embeddings: true,
+        num_labels: None,
     }
 }
