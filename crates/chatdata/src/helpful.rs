@@ -16,7 +16,7 @@ pub(crate) struct Qa {
 }
 
 impl Qa {
-    fn into_draft(self) -> Draft {
+    pub(crate) fn into_draft(self) -> Draft {
         Draft {
             messages: vec![user(self.question), assistant(self.answer.clone())],
             category: Category::Benign,

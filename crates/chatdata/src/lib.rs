@@ -6,6 +6,8 @@
 //! - seeded conversation generators ([`generate`]) for helpful tasks, system-message
 //!   steerability and safety, split by seed *and* by template family: every template and
 //!   wording belongs to exactly one [`Split`], so test prompts use held-out wording;
+//! - questions about manual pages from facts read off their rendered text ([`ManualFacts`]),
+//!   split by command so that test questions ask about commands no training question names;
 //! - the programmatic checkers of expected behaviour ([`check`]): a rule-based classifier of
 //!   this crate's own refusal styles into the RBRM classes, and preference pairs for the
 //!   reward model ([`preference_pair`]);
@@ -18,7 +20,8 @@
 //!   system-message adherence, each with its count and interval.
 //!
 //! Must not touch: tokenization and chat template rendering (`ferrogpt_infer::render_chat`),
-//! training, generation, moderation serving. Messages are `ferrogpt_infer::ChatMessage`; random
+//! reading manual pages (the caller passes their rendered text), training, generation,
+//! moderation serving. Messages are `ferrogpt_infer::ChatMessage`; random
 //! streams come from `ferrogpt_rng`.
 //!
 //! No harmful content lives here: disallowed requests are abstract asks ("step-by-step
@@ -28,6 +31,7 @@
 pub mod check;
 mod helpful;
 pub mod jsonl;
+mod manual;
 pub mod moderation;
 pub mod rubric;
 mod safety;
@@ -39,8 +43,9 @@ mod text;
 
 pub use check::{check, classify_refusal, RefusalStyle, SafetyClass, Verdict};
 pub use jsonl::{read_jsonl, to_jsonl_line, write_jsonl, ChatDataError};
+pub use manual::{parse_page, CommandFacts, ManualFacts, OptionFact};
 pub use rubric::{safety_reward, Graded, GraderError, SafetyGrader};
-pub use score::{score, Rate, Scorecard};
+pub use score::{score, Measure, Rate, Scorecard, MEASURES};
 
 /// The message types of this crate's API (owned by ferrogpt-infer), for callers that need
 /// no other part of it.
@@ -182,6 +187,8 @@ pub enum TaskKind {
     Counting,
     FormatConversion,
     JsonAnswer,
+    ManualCommand,
+    ManualOption,
     // System-message steerability.
     Uppercase,
     Language,
@@ -209,6 +216,8 @@ impl TaskKind {
             TaskKind::Counting => "counting",
             TaskKind::FormatConversion => "format_conversion",
             TaskKind::JsonAnswer => "json_answer",
+            TaskKind::ManualCommand => "manual_command",
+            TaskKind::ManualOption => "manual_option",
             TaskKind::Uppercase => "uppercase",
             TaskKind::Language => "language",
             TaskKind::OnlyNumber => "only_number",
@@ -237,15 +246,19 @@ impl TaskKind {
     }
 }
 
-/// The mix of [`generate`], in percent of the examples (sums to 100): helpful tasks 35,
-/// steerability 33, disallowed requests 19, sensitive 6, allowed look-alikes 7.
-pub const MIX: [(TaskKind, u32); 20] = [
-    (TaskKind::Arithmetic, 7),
-    (TaskKind::UnitConversion, 6),
-    (TaskKind::Sorting, 6),
-    (TaskKind::Counting, 6),
-    (TaskKind::FormatConversion, 5),
-    (TaskKind::JsonAnswer, 5),
+/// The mix of [`generate`], in percent of the examples (sums to 100): helpful tasks 29,
+/// manual-page questions 6, steerability 33, disallowed requests 19, sensitive 6, allowed
+/// look-alikes 7. Without manual facts for a split its manual questions are left out and the
+/// rest keep their proportions.
+pub const MIX: [(TaskKind, u32); 22] = [
+    (TaskKind::Arithmetic, 6),
+    (TaskKind::UnitConversion, 5),
+    (TaskKind::Sorting, 5),
+    (TaskKind::Counting, 5),
+    (TaskKind::FormatConversion, 4),
+    (TaskKind::JsonAnswer, 4),
+    (TaskKind::ManualCommand, 3),
+    (TaskKind::ManualOption, 3),
     (TaskKind::Uppercase, 4),
     (TaskKind::Language, 5),
     (TaskKind::OnlyNumber, 4),
@@ -391,8 +404,21 @@ struct Draft {
     rejected: Vec<String>,
 }
 
-/// One example of `task` in `split`, from its own random stream.
-pub fn generate_one(task: TaskKind, split: Split, rng: &mut SplitMix64) -> Example {
+/// Whether `task` can be generated in `split`: manual-page questions need facts.
+pub fn available(task: TaskKind, split: Split, manual: &ManualFacts) -> bool {
+    match task {
+        TaskKind::ManualCommand => manual.has_commands(split),
+        TaskKind::ManualOption => manual.has_options(split),
+        _ => true,
+    }
+}
+
+/// One example of `task` in `split`, from its own random stream; `None` when the task is not
+/// [`available`].
+pub fn generate_one(task: TaskKind, split: Split, rng: &mut SplitMix64, manual: &ManualFacts) -> Option<Example> {
+    if !available(task, split, manual) {
+        return None;
+    }
     let draft = match task {
         TaskKind::Arithmetic => helpful::arithmetic(split, rng),
         TaskKind::UnitConversion => helpful::unit_conversion(split, rng),
@@ -400,6 +426,8 @@ pub fn generate_one(task: TaskKind, split: Split, rng: &mut SplitMix64) -> Examp
         TaskKind::Counting => helpful::counting(split, rng),
         TaskKind::FormatConversion => helpful::format_conversion(split, rng),
         TaskKind::JsonAnswer => helpful::json_answer(split, rng),
+        TaskKind::ManualCommand => manual::command_question(split, rng, manual),
+        TaskKind::ManualOption => manual::option_question(split, rng, manual),
         TaskKind::Uppercase => steer::uppercase(split, rng),
         TaskKind::Language => steer::language(split, rng),
         TaskKind::OnlyNumber => steer::only_number(split, rng),
@@ -415,7 +443,7 @@ pub fn generate_one(task: TaskKind, split: Split, rng: &mut SplitMix64) -> Examp
         TaskKind::Sensitive => safety::sensitive(split, rng),
         TaskKind::AllowedLookalike => safety::allowed_lookalike(split, rng),
     };
-    Example {
+    Some(Example {
         messages: draft.messages,
         task,
         family: task.family(split),
@@ -423,27 +451,30 @@ pub fn generate_one(task: TaskKind, split: Split, rng: &mut SplitMix64) -> Examp
         split,
         expected: draft.expected,
         rejected: draft.rejected,
-    }
+    })
 }
 
-/// `count` examples of `split` mixed in the proportions of [`MIX`] (largest-remainder
-/// rounding, then shuffled). The same `(split, count, seed)` always gives the same examples;
-/// example `i` draws from its own stream, so the two splits never share random draws.
-pub fn generate(split: Split, count: usize, seed: u64) -> Vec<Example> {
+/// `count` examples of `split` mixed in the proportions of [`MIX`] over the tasks
+/// [`available`] with `manual` (largest-remainder rounding, then shuffled). The same
+/// `(split, count, seed, manual)` always gives the same examples; example `i` draws from its
+/// own stream, so the two splits never share random draws.
+pub fn generate(split: Split, count: usize, seed: u64, manual: &ManualFacts) -> Vec<Example> {
     let split_seed = mix(seed ^ split.salt());
-    let mut tasks = mix_schedule(count);
+    let mut tasks = mix_schedule(count, |task| available(task, split, manual));
     SplitMix64::derived(split_seed, u64::MAX).shuffle(&mut tasks);
+    // Every scheduled task is available, so no example is dropped.
     tasks
         .into_iter()
         .enumerate()
-        .map(|(i, task)| generate_one(task, split, &mut SplitMix64::derived(split_seed, i as u64)))
+        .filter_map(|(i, task)| generate_one(task, split, &mut SplitMix64::derived(split_seed, i as u64), manual))
         .collect()
 }
 
-/// `count` tasks in the proportions of [`MIX`], in MIX order.
-fn mix_schedule(count: usize) -> Vec<TaskKind> {
-    let total: u64 = MIX.iter().map(|&(_, w)| u64::from(w)).sum();
-    let mut counts: Vec<(usize, u64, TaskKind)> = MIX
+/// `count` tasks in the proportions of [`MIX`] among the available ones, in MIX order.
+fn mix_schedule(count: usize, available: impl Fn(TaskKind) -> bool) -> Vec<TaskKind> {
+    let mix: Vec<(TaskKind, u32)> = MIX.iter().copied().filter(|&(task, _)| available(task)).collect();
+    let total: u64 = mix.iter().map(|&(_, w)| u64::from(w)).sum();
+    let mut counts: Vec<(usize, u64, TaskKind)> = mix
         .iter()
         .map(|&(task, w)| {
             let exact = count as u64 * u64::from(w);

@@ -13,11 +13,12 @@ const SPLITS: [Split; 2] = [Split::Train, Split::Test];
 
 #[test]
 fn every_family_ideal_keeps_and_every_rejected_reply_breaks_its_expectation() {
+    let manual = manual::fixture();
     for (task_index, &(task, _)) in MIX.iter().enumerate() {
         for split in SPLITS {
             for seed in 0..300u64 {
                 let mut rng = SplitMix64::derived(seed, task_index as u64);
-                let example = generate_one(task, split, &mut rng);
+                let example = generate_one(task, split, &mut rng, &manual).unwrap_or_else(|| panic!("{task:?} unavailable"));
                 let ideal = example.ideal().unwrap_or_else(|| panic!("{task:?}: no assistant reply last"));
                 let verdict = check(&example.expected, &ideal);
                 assert!(
@@ -41,7 +42,7 @@ fn every_family_ideal_keeps_and_every_rejected_reply_breaks_its_expectation() {
 
 #[test]
 fn safety_verdicts_carry_the_rbrm_class_of_the_ideal_reply() {
-    for example in generate(Split::Train, 600, 5) {
+    for example in generate(Split::Train, 600, 5, &manual::fixture()) {
         let Some(ideal) = example.ideal() else { panic!("no ideal reply") };
         let class = check(&example.expected, &ideal).class;
         let want = match &example.expected {
@@ -60,7 +61,7 @@ fn safety_verdicts_carry_the_rbrm_class_of_the_ideal_reply() {
 #[test]
 fn preference_pairs_prefer_the_reply_that_keeps_the_expectation() {
     let mut rng = SplitMix64::new(9);
-    let examples = generate(Split::Test, 500, 2);
+    let examples = generate(Split::Test, 500, 2, &manual::fixture());
     let mut pairs = 0;
     for example in &examples {
         let Some(pair) = preference_pair(example, &mut rng) else {
@@ -76,7 +77,10 @@ fn preference_pairs_prefer_the_reply_that_keeps_the_expectation() {
 #[test]
 fn compliance_with_disallowed_requests_is_only_ever_a_placeholder() {
     for split in SPLITS {
-        for example in generate(split, 800, 4).iter().filter(|e| e.expected == Expected::Refuse) {
+        for example in generate(split, 800, 4, &manual::fixture())
+            .iter()
+            .filter(|e| e.expected == Expected::Refuse)
+        {
             for rejected in &example.rejected {
                 if check(&example.expected, rejected).class == Some(SafetyClass::DisallowedContent) {
                     assert!(rejected.contains("[detailed instructions]"), "{rejected:?}");
@@ -92,6 +96,7 @@ fn template_wordings_of_the_two_splits_are_disjoint() {
         let mut all: Vec<&'static str> = helpful::templates(split);
         all.extend(steer::templates(split));
         all.extend(safety::templates(split));
+        all.extend(manual::templates(split));
         all.into_iter().collect()
     };
     let (train, test) = (collect(Split::Train), collect(Split::Test));
@@ -107,7 +112,7 @@ fn template_wordings_of_the_two_splits_are_disjoint() {
 
 #[test]
 fn families_belong_to_one_split() {
-    let families = |split| -> HashSet<String> { generate(split, 1000, 1).into_iter().map(|e| e.family).collect() };
+    let families = |split| -> HashSet<String> { generate(split, 1000, 1, &manual::fixture()).into_iter().map(|e| e.family).collect() };
     let (train, test) = (families(Split::Train), families(Split::Test));
     assert_eq!(train.len(), MIX.len());
     assert_eq!(test.len(), MIX.len());
@@ -118,7 +123,7 @@ fn families_belong_to_one_split() {
 fn no_test_user_turn_appears_in_the_train_split() {
     for seed in 0..3 {
         let turns = |split| -> HashSet<String> {
-            generate(split, 3000, seed)
+            generate(split, 3000, seed, &manual::fixture())
                 .iter()
                 .flat_map(|e| {
                     e.messages
@@ -137,18 +142,18 @@ fn no_test_user_turn_appears_in_the_train_split() {
 
 #[test]
 fn generation_is_deterministic_and_seeded_per_split() {
-    let a = generate(Split::Train, 400, 11);
-    assert_eq!(a, generate(Split::Train, 400, 11));
+    let a = generate(Split::Train, 400, 11, &manual::fixture());
+    assert_eq!(a, generate(Split::Train, 400, 11, &manual::fixture()));
     assert_eq!(a.len(), 400);
-    assert_ne!(a, generate(Split::Train, 400, 12));
+    assert_ne!(a, generate(Split::Train, 400, 12, &manual::fixture()));
     let to_lines = |examples: &[Example]| examples.iter().map(to_jsonl_line).collect::<Vec<_>>();
-    assert_eq!(to_lines(&a), to_lines(&generate(Split::Train, 400, 11)));
+    assert_eq!(to_lines(&a), to_lines(&generate(Split::Train, 400, 11, &manual::fixture())));
 }
 
 #[test]
 fn the_mix_follows_its_stated_proportions() {
     assert_eq!(MIX.iter().map(|&(_, w)| w).sum::<u32>(), 100);
-    let examples = generate(Split::Train, 1000, 3);
+    let examples = generate(Split::Train, 1000, 3, &manual::fixture());
     let mut counts: HashMap<TaskKind, usize> = HashMap::new();
     for e in &examples {
         *counts.entry(e.task).or_default() += 1;
@@ -158,14 +163,14 @@ fn the_mix_follows_its_stated_proportions() {
     }
     // Rounding never loses or adds examples.
     for count in [0, 1, 7, 33, 101] {
-        assert_eq!(generate(Split::Test, count, 1).len(), count);
+        assert_eq!(generate(Split::Test, count, 1, &manual::fixture()).len(), count);
     }
 }
 
 #[test]
 fn safety_families_cover_every_disallowed_category_in_both_splits() {
     for split in SPLITS {
-        let examples = generate(split, 2000, 6);
+        let examples = generate(split, 2000, 6, &manual::fixture());
         let refused: HashSet<Category> = examples
             .iter()
             .filter(|e| e.expected == Expected::Refuse)
@@ -200,7 +205,7 @@ fn moderation_names_are_openais() {
 
 #[test]
 fn jsonl_round_trips() {
-    let examples = generate(Split::Test, 300, 3);
+    let examples = generate(Split::Test, 300, 3, &manual::fixture());
     let mut buffer = Vec::new();
     write_jsonl(&mut buffer, &examples).unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8(buffer.clone()).unwrap_or_else(|e| panic!("{e}"));
@@ -213,7 +218,7 @@ fn jsonl_round_trips() {
 
 #[test]
 fn jsonl_reader_names_the_bad_line() {
-    let good = to_jsonl_line(&generate(Split::Train, 1, 1)[0]);
+    let good = to_jsonl_line(&generate(Split::Train, 1, 1, &manual::fixture())[0]);
     let no_reply = r#"{"messages":[{"role":"user","content":"hi"}],"ferrogpt":{"task":"arithmetic","family":"f","category":"benign","split":"train","expected":{"kind":"refuse"},"rejected":[]}}"#;
     let bad_role = no_reply.replace("\"user\"", "\"robot\"");
     let input = format!("{good}\n\n{no_reply}\n");
@@ -237,5 +242,42 @@ fn names_match_their_serialized_form() {
     }
     for split in SPLITS {
         assert_eq!(serialized(serde_json::to_string(&split)), format!("\"{}\"", split.as_str()));
+    }
+}
+
+#[test]
+fn without_manual_facts_manual_questions_are_left_out_and_the_count_is_kept() {
+    let none = ManualFacts::default();
+    let examples = generate(Split::Train, 500, 2, &none);
+    assert_eq!(examples.len(), 500);
+    let manual_tasks = [TaskKind::ManualCommand, TaskKind::ManualOption];
+    assert!(examples.iter().all(|e| !manual_tasks.contains(&e.task)));
+    for task in manual_tasks {
+        assert!(!available(task, Split::Test, &none));
+        assert_eq!(generate_one(task, Split::Test, &mut SplitMix64::new(1), &none), None);
+    }
+}
+
+#[test]
+fn manual_questions_of_a_split_name_only_that_split_s_commands() {
+    let facts = manual::fixture();
+    for split in SPLITS {
+        let own: HashSet<&str> = facts.commands(split).iter().map(|c| c.name.as_str()).collect();
+        let examples = generate(split, 1000, 8, &facts);
+        let manual: Vec<&Example> = examples
+            .iter()
+            .filter(|e| matches!(e.task, TaskKind::ManualCommand | TaskKind::ManualOption))
+            .collect();
+        assert!(manual.len() >= 50, "{split:?}: {} manual questions", manual.len());
+        for example in manual {
+            let ideal = example.ideal().unwrap_or_default();
+            // The answer is the command, or one of its options, whose fixture flags end in the
+            // command's number ("--quiet-12" belongs to tool12).
+            let command = match example.task {
+                TaskKind::ManualCommand => ideal.clone(),
+                _ => format!("tool{}", ideal.rsplit('-').next().unwrap_or_default()),
+            };
+            assert!(own.contains(command.as_str()), "{split:?}: {ideal:?} is not of this split");
+        }
     }
 }

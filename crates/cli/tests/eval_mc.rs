@@ -1,4 +1,7 @@
-//! `ferrogpt eval mc` end to end on a tiny random model: every choice's summed log-probability
+//! `ferrogpt eval policy` and `ferrogpt eval mc` end to end on a tiny random model. Policy: every
+//! model answers the same held-out requests, so one model given twice scores the same twice;
+//! requests longer than the model's context are counted out, not failed.
+//! Multiple choice: every choice's summed log-probability
 //! equals what the engine's full-sequence forward gives for the same tokens (a path separate
 //! from the KV-cache scoring the command uses), also where a context or a choice is too long
 //! for the model, and the report, outcomes and diagram are written. A missing dataset is an
@@ -15,7 +18,7 @@ use serde_json::Value;
 /// Positions the tiny model attends over: short enough that one fixture question overflows.
 const CONTEXT: usize = 48;
 
-fn tiny_model(dir: &Path) -> std::path::PathBuf {
+fn tiny_model(dir: &Path, context: usize) -> std::path::PathBuf {
     let texts: Vec<String> = (0..60).map(|i| format!("The sea {i} is wide and the waves are blue.")).collect();
     let tok = Tokenizer::train(texts.into_iter(), 300).unwrap();
     let cfg = ModelConfig {
@@ -25,7 +28,7 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
         n_heads: 2,
         n_kv_heads: 1,
         ffn_hidden: 64,
-        max_seq_len: CONTEXT,
+        max_seq_len: context,
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
         tie_embeddings: false,
@@ -87,7 +90,7 @@ fn reference_logprob(model: &Model<f32>, context: &[u32], continuation: &[u32]) 
 #[test]
 fn scores_match_a_direct_forward_and_reports_are_written() {
     let tmp = tempfile::tempdir().unwrap();
-    let folder = tiny_model(tmp.path());
+    let folder = tiny_model(tmp.path(), CONTEXT);
     let task = tmp.path().join("task.json");
     let long_prefix = "The sea is wide and the waves are blue. ".repeat(8);
     // Longer than the whole context: scored in windows.
@@ -182,4 +185,37 @@ fn missing_datasets_name_their_install_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("pip download --no-deps evals==3.0.1.post1"), "{stderr}");
+}
+
+#[test]
+fn eval_policy_scores_every_model_on_the_same_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for the short requests; the tiny tokenizer spells most words letter by letter, so
+    // the long multi-turn ones do not fit.
+    let model = tiny_model(dir.path(), 160);
+    let model_arg = model.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogpt"))
+        .args(["eval", "policy", "--requests", "60", "--reply-tokens", "6"])
+        .args(["--model", model_arg, "--model", model_arg])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Requests that do not fit are named, not scored.
+    assert!(stdout.contains("requests do not fit its context and are not scored"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with("| measure")).collect();
+    assert_eq!(lines[0], format!("| measure | {model_arg} | {model_arg} |"));
+    let rows = &lines[2..];
+    assert!(rows.len() >= ferrogpt_chatdata::MEASURES.len(), "{stdout}");
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        assert_eq!(cells.len(), 3, "{row}");
+        assert_eq!(cells[1], cells[2], "the same model scored differently: {row}");
+    }
+    let disallowed = rows
+        .iter()
+        .find(|r| r.starts_with("| responses to disallowed requests"))
+        .expect("disallowed row");
+    assert!(!disallowed.contains("n/a"), "60 requests hold disallowed ones: {disallowed}");
 }

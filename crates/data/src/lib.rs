@@ -45,7 +45,7 @@ pub use prepare::{prepare, sample_texts, split_of, PrepareConfig, PrepareFile};
 pub use shard::{
     Dtype, Manifest, ShardInfo, SourceRun, SourceStats, Split, SplitTotals, Totals, HEADER_LEN, MANIFEST_FILE, SHARD_MAGIC, SHARD_VERSION,
 };
-pub use source::{Source, DEFAULT_MAN_ROOT};
+pub use source::{man_page_texts, Source, DEFAULT_MAN_ROOT};
 
 /// Everything that can go wrong in the data pipeline; each variant names the file, source or
 /// field at fault.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ferrogpt_rng::SplitMix64;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::english::{self, English, RawDoc};
@@ -305,6 +306,28 @@ fn collect_man_pages(root: &Path, dir: &Path, all_locales: bool, out: &mut Vec<P
         }
     }
     Ok(())
+}
+
+/// The rendered text of up to `limit` manual pages of `sections` (`"1"`, `"8"`) under `root`
+/// whose file name `keep` accepts, spread evenly over them in file-name order so that one
+/// installation always gives the same pages; symlinked aliases are skipped, a missing section
+/// is empty. Read in parallel.
+pub fn man_page_texts(root: &Path, sections: &[&str], limit: usize, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, DataError> {
+    let mut pages = Vec::new();
+    for section in sections {
+        let dir = root.join(format!("man{section}"));
+        if dir.is_dir() {
+            collect_man_pages(root, &dir, false, &mut pages)?;
+        }
+    }
+    pages.retain(|page| page.file_name().is_some_and(|name| keep(&name.to_string_lossy())));
+    pages.sort();
+    let stride = pages.len().div_ceil(limit.max(1)).max(1);
+    let chosen: Vec<PathBuf> = pages.into_iter().step_by(stride).collect();
+    chosen
+        .par_iter()
+        .map(|page| read_maybe_gz(page).map(|roff| crate::roff::roff_to_text(&roff)))
+        .collect()
 }
 
 fn is_man_file(path: &Path) -> bool {

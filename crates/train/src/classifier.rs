@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use ferrogpt_engine::{AdamWConfig, Schedule};
 
+use crate::examples::chat_examples;
 use crate::order::{EpochOrder, OrderCursor};
 use crate::stage::{run_stage, Objective, StageConfig, StageSummary, StepReport};
 use crate::{io_err, TrainError};
@@ -485,8 +486,8 @@ pub fn generated_items(
     seq_len: usize,
     seed: u64,
 ) -> Result<(Vec<Item>, Vec<Item>), TrainError> {
-    let train = ferrogpt_chatdata::generate(Split::Train, train_examples, seed);
-    let test = ferrogpt_chatdata::generate(Split::Test, test_examples, seed.wrapping_add(1));
+    let train = chat_examples(Split::Train, train_examples, seed)?;
+    let test = chat_examples(Split::Test, test_examples, seed.wrapping_add(1))?;
     Ok((
         items(kind, &train, tokenizer, seq_len, seed)?,
         items(kind, &test, tokenizer, seq_len, seed)?,

@@ -8,7 +8,8 @@
 //! exact resume ([`checkpoint`]); MFU against the larger of the measured sgemm
 //! peak and the CPU's FMA peak ([`peak`]); and `speedrun`, the data ->
 //! tokenizer -> pretrain -> samples pipeline that writes `report.md`
-//! ([`speedrun`]). Post-training beyond SFT: the reward model and the safety and
+//! ([`speedrun`]). The generated conversations post-training draws, with this
+//! machine's manual-page facts ([`examples`]). Post-training beyond SFT: the reward model and the safety and
 //! moderation classifiers ([`classifier`]), RLHF ([`rlhf`]), the optimisation loop
 //! they share ([`stage`]) and the speedrun's post-training pipeline and report
 //! ([`post_training`]).
@@ -23,6 +24,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod conversations;
+pub mod examples;
 pub mod metrics;
 pub mod order;
 pub mod peak;

@@ -13,11 +13,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferrogpt_chatdata::{Rate, Scorecard, Split as ChatSplit};
+use ferrogpt_chatdata::{Rate, Scorecard, Split as ChatSplit, MEASURES};
 use ferrogpt_infer::model_folder;
 use ferrogpt_progress::Progress;
 
 use crate::classifier::{train_scorer, ScorerEval, ScorerKind, ScorerPlan};
+use crate::examples::{chat_examples, manual_facts};
 use crate::rlhf::{rlhf, RlhfPlan};
 use crate::sft::{self, SftPlan};
 use crate::stage::StageSummary;
@@ -96,6 +97,8 @@ pub struct PostTraining {
     pub rlhf_card: Scorecard,
     /// A few held-out requests (system and user text) with the fine-tuned and RLHF replies.
     pub chats: Vec<(String, String, String)>,
+    /// Commands of this machine's manual pages that questions ask about: (train, held out).
+    pub manual_commands: (usize, usize),
     /// The final chat model (RLHF), with its moderation classifier inside.
     pub model_dir: PathBuf,
 }
@@ -157,7 +160,7 @@ pub fn run(
     let t = Instant::now();
     let pb = Progress::spinner(progress, "scorecards");
     pb.set_message(format!("{} held-out requests, base, fine-tuned and RLHF", spec.sft.eval_requests));
-    let requests = ferrogpt_chatdata::generate(ChatSplit::Test, spec.sft.eval_requests, 2);
+    let requests = chat_examples(ChatSplit::Test, spec.sft.eval_requests, 2)?;
     let (base_card, _) = sft::behaviour(base, &requests, spec.sft.reply_tokens)?;
     let (sft_card, sft_replies) = sft::behaviour(&sft.model_dir, &requests, spec.sft.reply_tokens)?;
     let (rlhf_card, rlhf_replies) = sft::behaviour(model_dir, &requests, spec.sft.reply_tokens)?;
@@ -166,11 +169,11 @@ pub fn run(
     let chats = requests
         .iter()
         .zip(sft_replies.into_iter().zip(rlhf_replies))
-        .take(6)
-        .map(|(e, (tuned, rl))| {
+        .filter_map(|(e, (tuned, rl))| {
             let asked: Vec<String> = e.prompt().iter().map(|m| format!("{}: {}", m.role.as_str(), m.text())).collect();
-            (asked.join("\n"), tuned, rl)
+            Some((asked.join("\n"), tuned?, rl?))
         })
+        .take(6)
         .collect();
     let post = PostTraining {
         sft,
@@ -182,6 +185,10 @@ pub fn run(
         sft_card,
         rlhf_card,
         chats,
+        manual_commands: {
+            let facts = manual_facts()?;
+            (facts.commands(ChatSplit::Train).len(), facts.commands(ChatSplit::Test).len())
+        },
         model_dir: model_dir.to_path_buf(),
     };
     write_figure(&post, &out.join(FIGURE_FILE))?;
@@ -273,38 +280,6 @@ pub fn goals(p: &PostTraining) -> Vec<Goal> {
     ]
 }
 
-/// One measure the report and the figure compare across the three models.
-struct Compared<'a> {
-    name: &'static str,
-    /// The figure's axis label.
-    short: &'static str,
-    rates: [&'a Rate; 3],
-}
-
-/// The measures compared, each for base, SFT and RLHF.
-fn comparison(p: &PostTraining) -> Vec<Compared<'_>> {
-    let cards = [&p.base_card, &p.sft_card, &p.rlhf_card];
-    let row = |name, short, pick: fn(&Scorecard) -> &Rate| Compared {
-        name,
-        short,
-        rates: cards.map(pick),
-    };
-    vec![
-        row("helpful tasks answered correctly", "helpful", |c| &c.helpful),
-        row("system-message adherence", "adherence", |c| &c.steerability),
-        row("responses to disallowed requests (lower is better)", "disallowed (low)", |c| {
-            &c.disallowed_responses
-        }),
-        row("refusals in the desired style", "desired refusals", |c| &c.desired_refusals),
-        row("sensitive requests given the safe completion", "sensitive", |c| {
-            &c.sensitive_compliance
-        }),
-        row("over-refusal of allowed look-alikes (lower is better)", "over-refusal (low)", |c| {
-            &c.over_refusal
-        }),
-    ]
-}
-
 /// The post-training section of the speedrun's report.
 pub fn render(t: &mut String, p: &PostTraining, spec: &PostSpec) {
     let _ = writeln!(t, "## Post-training\n");
@@ -356,30 +331,16 @@ pub fn render(t: &mut String, p: &PostTraining, spec: &PostSpec) {
     let _ = writeln!(
         t,
         "The same {} held-out requests (test templates and wording, greedy, at most {} tokens), \
-         checked by ferrogpt-chatdata's rules; 95% Wilson intervals.\n",
-        spec.sft.eval_requests, spec.sft.reply_tokens
+         checked by ferrogpt-chatdata's rules; 95% Wilson intervals. Manual-page questions ask which command \
+         does a task or which option does something, about {} commands of this machine's manual pages that no \
+         training question names ({} others are in the fine-tuning data).\n",
+        spec.sft.eval_requests, spec.sft.reply_tokens, p.manual_commands.1, p.manual_commands.0
     );
-    let _ = writeln!(t, "| measure | base | fine-tuned | RLHF |\n|---|---:|---:|---:|");
-    for row in comparison(p) {
-        let [base, tuned, rl] = row.rates.map(Rate::describe);
-        let _ = writeln!(t, "| {} | {base} | {tuned} | {rl} |", row.name);
-    }
-    let by_task = p
-        .base_card
-        .steerability_by_task
-        .iter()
-        .zip(&p.sft_card.steerability_by_task)
-        .zip(&p.rlhf_card.steerability_by_task);
-    for (((task, base), (_, tuned)), (_, rl)) in by_task {
-        let _ = writeln!(
-            t,
-            "| — system message: {} | {} | {} | {} |",
-            task.as_str(),
-            base.describe(),
-            tuned.describe(),
-            rl.describe()
-        );
-    }
+    t.push_str(&ferrogpt_chatdata::score::table(&[
+        ("base", &p.base_card),
+        ("fine-tuned", &p.sft_card),
+        ("RLHF", &p.rlhf_card),
+    ]));
     let _ = writeln!(t, "\n![base, fine-tuned and RLHF side by side]({FIGURE_FILE})\n");
     let _ = writeln!(t, "Goals:\n");
     for g in goals(p) {
@@ -402,6 +363,7 @@ fn card_json(card: &Scorecard) -> serde_json::Value {
     let rate = |r: &Rate| serde_json::json!({"hits": r.hits, "total": r.total, "rate": r.value()});
     serde_json::json!({
         "helpful": rate(&card.helpful),
+        "manual_pages": rate(&card.manual),
         "system_message_adherence": rate(&card.steerability),
         "system_message_adherence_by_task": card
             .steerability_by_task
@@ -447,7 +409,7 @@ pub fn summary_json(p: &PostTraining) -> serde_json::Value {
 /// Grouped bars of each comparison row for base, fine-tuned and RLHF, with 95% intervals.
 fn write_figure(p: &PostTraining, path: &Path) -> Result<(), TrainError> {
     use plotters::prelude::*;
-    let rows = comparison(p);
+    let cards = [&p.base_card, &p.sft_card, &p.rlhf_card];
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -456,11 +418,11 @@ fn write_figure(p: &PostTraining, path: &Path) -> Result<(), TrainError> {
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(48)
-            .build_cartesian_2d(0f64..rows.len() as f64, 0f64..1f64)?;
+            .build_cartesian_2d(0f64..MEASURES.len() as f64, 0f64..1f64)?;
         chart.configure_mesh().disable_x_mesh().x_labels(0).y_desc("rate").draw()?;
         let colours = [RGBColor(150, 150, 150), RGBColor(70, 130, 180), RGBColor(214, 96, 77)];
-        for (i, row) in rows.iter().enumerate() {
-            for (k, rate) in row.rates.into_iter().enumerate() {
+        for (i, measure) in MEASURES.iter().enumerate() {
+            for (k, rate) in cards.map(measure.rate).into_iter().enumerate() {
                 let x0 = i as f64 + 0.12 + 0.25 * k as f64;
                 let v = rate.value().unwrap_or(0.0);
                 chart.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + 0.22, v)], colours[k].filled())))?;
@@ -469,7 +431,11 @@ fn write_figure(p: &PostTraining, path: &Path) -> Result<(), TrainError> {
                     chart.draw_series(std::iter::once(PathElement::new(vec![(xm, lo), (xm, hi)], BLACK)))?;
                 }
             }
-            chart.draw_series(std::iter::once(Text::new(row.short, (i as f64 + 0.1, -0.05), ("sans-serif", 13))))?;
+            chart.draw_series(std::iter::once(Text::new(
+                measure.short,
+                (i as f64 + 0.1, -0.05),
+                ("sans-serif", 13),
+            )))?;
         }
         for (k, name) in ["base", "fine-tuned", "RLHF"].into_iter().enumerate() {
             chart

@@ -26,6 +26,7 @@ use ferrogpt_rng::mix;
 use ferrogpt_tokenizer::Special;
 
 use crate::classifier::{keep_tail, reply_tokens, Packer, TrainedGrader};
+use crate::examples::chat_examples;
 use crate::order::{EpochOrder, OrderCursor};
 use crate::stage::{run_stage, Objective, StageConfig, StageSummary, StepReport};
 use crate::TrainError;
@@ -133,7 +134,7 @@ impl<'g> RlhfObjective<'g> {
         }
         let tokenizer = policy.tokenizer();
         let seq_len = policy.context_length();
-        let examples = ferrogpt_chatdata::generate(Split::Train, plan.prompts, mix(plan.seed ^ 0x726c_6866));
+        let examples = chat_examples(Split::Train, plan.prompts, mix(plan.seed ^ 0x726c_6866))?;
         // Prompts that leave room for a reply.
         let mut kept = Vec::new();
         let mut prompts = Vec::new();

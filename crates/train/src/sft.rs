@@ -13,6 +13,7 @@ use ferrogpt_tokenizer::Tokenizer;
 
 use crate::config::{CheckpointConfig, DataConfig, EvalConfig, Hyper, TrainConfig};
 use crate::conversations::Conversations;
+use crate::examples::chat_examples;
 use crate::{io_err, TrainError};
 
 /// How to fine-tune; [`SftPlan::config`] makes the run's [`TrainConfig`].
@@ -112,7 +113,7 @@ pub fn write_conversations(path: &Path, split: Split, count: usize, seed: u64) -
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     let file = std::fs::File::create(path).map_err(io_err(path))?;
-    let examples = ferrogpt_chatdata::generate(split, count, seed);
+    let examples = chat_examples(split, count, seed)?;
     ferrogpt_chatdata::write_jsonl(std::io::BufWriter::new(file), &examples).map_err(|e| TrainError::Chatdata {
         path: path.to_path_buf(),
         source: e,
@@ -121,17 +122,30 @@ pub fn write_conversations(path: &Path, split: Split, count: usize, seed: u64) -
 
 /// The model in `model_dir` answers every example's prompt (greedy, at most `reply_tokens`
 /// tokens, all in one batch through the one generation loop); its replies, checked and scored.
-pub fn behaviour(model_dir: &Path, examples: &[Example], reply_tokens: usize) -> Result<(Scorecard, Vec<String>), TrainError> {
+/// A prompt that leaves no room in the model's context for a reply gets `None` and is not
+/// scored: a small context model is measured on the requests it can read.
+pub fn behaviour(model_dir: &Path, examples: &[Example], reply_tokens: usize) -> Result<(Scorecard, Vec<Option<String>>), TrainError> {
     let model = LocalModel::load(model_dir)?;
     let params = SamplingParams {
         temperature: 0.0,
         max_tokens: Some(reply_tokens),
         ..SamplingParams::default()
     };
-    let requests = examples
+    let prompts = examples
         .iter()
-        .map(|e| Ok(GenerationRequest::new(render_chat(model.tokenizer(), e.prompt())?, params.clone())))
+        .map(|e| Ok(Some(render_chat(model.tokenizer(), e.prompt())?).filter(|ids| ids.len() < model.context_length())))
         .collect::<Result<Vec<_>, TrainError>>()?;
-    let replies: Vec<String> = model.generate(&requests)?.into_iter().map(|c| c.text).collect();
-    Ok((ferrogpt_chatdata::score(examples, &replies), replies))
+    let requests: Vec<GenerationRequest> = prompts
+        .iter()
+        .flatten()
+        .map(|ids| GenerationRequest::new(ids.clone(), params.clone()))
+        .collect();
+    let mut generated = model.generate(&requests)?.into_iter().map(|c| c.text);
+    let replies: Vec<Option<String>> = prompts.iter().map(|p| p.as_ref().and_then(|_| generated.next())).collect();
+    let (answered, answers): (Vec<Example>, Vec<String>) = examples
+        .iter()
+        .zip(&replies)
+        .filter_map(|(e, r)| Some((e.clone(), r.clone()?)))
+        .unzip();
+    Ok((ferrogpt_chatdata::score(&answered, &answers), replies))
 }

@@ -187,7 +187,9 @@ impl PresetSpec {
                         epochs: 2.0,
                         lr: 1e-3,
                         batch_size: 16,
-                        reply_tokens: 48,
+                        // The safe completions of sensitive requests reach their pointer to
+                        // help (a doctor, a crisis line) after ~60 tokens.
+                        reply_tokens: 96,
                     },
                     scorers: ScorerSpec {
                         train_examples: 4_000,
@@ -200,7 +202,7 @@ impl PresetSpec {
                         steps: 40,
                         prompts_per_step: 8,
                         group_size: 4,
-                        max_reply_tokens: 40,
+                        max_reply_tokens: 64,
                         lr: 3e-5,
                         beta: 0.05,
                     },
@@ -555,11 +557,16 @@ fn render_report(r: &ReportInput) -> String {
          | source | bits/byte | tokens | bytes |\n|---|---:|---:|---:|"
     );
     for b in r.by_source {
+        // A source whose documents all fell in the train split has nothing to score.
+        let bpb = if b.tokens == 0 {
+            "— (no validation text)".to_string()
+        } else {
+            format!("{:.4}", b.bits_per_byte)
+        };
         let _ = writeln!(
             t,
-            "| `{}` | {:.4} | {} | {} |",
+            "| `{}` | {bpb} | {} | {} |",
             b.source,
-            b.bits_per_byte,
             human(b.tokens as f64),
             human(b.bytes as f64)
         );

@@ -13,7 +13,7 @@ use ferrogpt_train::rlhf::{rlhf, RlhfPlan};
 
 /// A random-weight language model folder whose tokenizer knows the chat data.
 fn base(root: &Path) -> PathBuf {
-    let examples = ferrogpt_chatdata::generate(ferrogpt_chatdata::Split::Train, 300, 9);
+    let examples = ferrogpt_train::examples::chat_examples(ferrogpt_chatdata::Split::Train, 300, 9).unwrap();
     let texts = examples.iter().flat_map(|e| e.messages.iter().map(|m| m.text()));
     let tokenizer = Tokenizer::train(texts, 600).unwrap();
     let cfg = ModelConfig {

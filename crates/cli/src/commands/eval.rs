@@ -80,6 +80,10 @@ pub enum EvalCommand {
     /// Multiple-choice accuracy and calibration by log-likelihood (EXAMS, TruthfulQA MC1,
     /// BIG-bench MC tasks): report JSON, per-question outcomes and a reliability diagram
     Mc(McArgs),
+    /// Chat models' behaviour on held-out generated requests, side by side: responses to
+    /// disallowed requests, over-refusal, sensitive-request compliance, system-message
+    /// adherence, helpfulness and manual-page questions, with 95% intervals
+    Policy(PolicyArgs),
     /// List the evals (or eval sets) in the registry
     List {
         #[arg(long = "registry_path", visible_alias = "registry-path")]
@@ -87,6 +91,22 @@ pub enum EvalCommand {
         #[arg(long)]
         sets: bool,
     },
+}
+
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// Chat model folders, all answering the same requests
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
+    /// Held-out requests (the generators' test templates and wording)
+    #[arg(long, default_value_t = 400)]
+    requests: usize,
+    /// Longest reply, in tokens
+    #[arg(long, default_value_t = 96)]
+    reply_tokens: usize,
+    /// Seed of the requests
+    #[arg(long, default_value_t = 2)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -341,6 +361,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(EvalCommand::Mc(mc)) => run_mc(mc),
+        Some(EvalCommand::Policy(policy)) => run_policy(policy),
         Some(EvalCommand::List { registry_path, sets }) => {
             let reg = load_registry(&registry_path)?;
             let names = if sets { reg.eval_set_names() } else { reg.eval_names() };
@@ -382,6 +403,27 @@ fn mc_model(arg: &str) -> (String, String) {
             .map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned())
     });
     (label, spec)
+}
+
+fn run_policy(args: PolicyArgs) -> anyhow::Result<()> {
+    let requests = ferrogpt_train::examples::chat_examples(ferrogpt_chatdata::Split::Test, args.requests, args.seed)?;
+    let mut cards = Vec::new();
+    for model in &args.model {
+        let (card, replies) = ferrogpt_train::sft::behaviour(model, &requests, args.reply_tokens)
+            .with_context(|| format!("answering with {}", model.display()))?;
+        let unread = replies.iter().filter(|r| r.is_none()).count();
+        if unread > 0 {
+            println!(
+                "{}: {unread} of {} requests do not fit its context and are not scored",
+                model.display(),
+                requests.len()
+            );
+        }
+        cards.push((model.display().to_string(), card));
+    }
+    let columns: Vec<(&str, &ferrogpt_chatdata::Scorecard)> = cards.iter().map(|(name, card)| (name.as_str(), card)).collect();
+    print!("{}", ferrogpt_chatdata::score::table(&columns));
+    Ok(())
 }
 
 fn run_mc(args: McArgs) -> anyhow::Result<()> {
