@@ -36,6 +36,9 @@ enum Command {
     Rlhf(commands::rlhf::RlhfArgs),
     /// Sample text from a model folder with the KV cache, streaming to stdout
     Generate(commands::generate::GenerateArgs),
+    /// Write a model folder in another tool's format
+    #[command(subcommand)]
+    Export(commands::export::ExportCommand),
     /// Throughput benchmarks of the engine
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rm(cmd) => commands::rm::run(cmd),
         Command::Rlhf(args) => commands::rlhf::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Export(cmd) => commands::export::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Eval(args) => commands::eval::run(args),
         Command::Evalset(args) => commands::eval::run_set(args),

@@ -73,6 +73,17 @@ impl ChatMessage {
     }
 }
 
+/// [`render_chat`] as a Jinja chat template, the form Hugging Face's `apply_chat_template` and
+/// llama.cpp read (`tokenizer_config.json`, GGUF `tokenizer.chat_template`): `<|bos|>`, then
+/// `<|role|>content<|end|>` per message, then `<|assistant|>` for a generation prompt. Content
+/// may be a string or OpenAI-style parts, whose text parts are joined. One difference remains:
+/// a tokenizer given the rendered string reads `<|end|>` typed inside content as the control
+/// token, where `render_chat` keeps it as characters.
+pub const CHAT_TEMPLATE_JINJA: &str = "{{ '<|bos|>' }}{% for message in messages %}{{ '<|' + message['role'] + '|>' }}\
+{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}\
+{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}{{ '<|end|>' }}{% endfor %}\
+{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+
 /// Token ids of a conversation, ready for the assistant's reply. Message contents are encoded
 /// as plain text: a user typing `<|end|>` gets those characters, not the control token. A
 /// message's text parts are joined before encoding, so splitting text into parts does not

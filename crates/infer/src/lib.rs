@@ -208,6 +208,28 @@ impl LocalModel {
         })
     }
 
+    /// The model's outputs at every position of `tokens` (`[len, head rows]`, row-major): what
+    /// other implementations of the same weights are compared against.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>, InferError> {
+        if tokens.len() > self.context_length() {
+            return Err(InferError::ContextLength {
+                prompt: tokens.len(),
+                context: self.context_length(),
+            });
+        }
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= self.model.cfg.vocab_size) {
+            return Err(InferError::BadToken {
+                token,
+                vocab: self.model.cfg.vocab_size,
+            });
+        }
+        let mut cache = KvCache::<f32>::new(&self.model.cfg, 1, tokens.len().max(1));
+        let mut logits = Vec::new();
+        self.model
+            .forward_cached(&mut cache, &[SeqChunk { slot: 0, tokens }], LogitsFor::All, &mut logits)?;
+        Ok(logits)
+    }
+
     /// A sequence classifier's outputs (its `num_labels` scores at the last
     /// token: a reward model's one score, a safety classifier's logits) for
     /// each of `sequences`, several at a time through the KV-cache forward.

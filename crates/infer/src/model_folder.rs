@@ -1,6 +1,9 @@
 //! Model folders: the one reader and writer of `config.json` (a Hugging Face
 //! `LlamaConfig`), `model.safetensors` (Llama tensor names) and
 //! `tokenizer.json`, with `checksums.json` (SHA-256 of every other file).
+//! Folders are written with `tokenizer_config.json` (special tokens, the chat
+//! template) and, for language models, `generation_config.json`, so that
+//! `transformers` loads them as they are; [`export_hf`] rewrites any folder so.
 //!
 //! [`write`] publishes a folder atomically: it is filled under a temporary
 //! sibling name, its checksums written, every file flushed, then renamed into
@@ -23,6 +26,10 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const CHECKSUMS_FILE: &str = "checksums.json";
+/// Hugging Face's tokenizer settings: special tokens and the chat template.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// Hugging Face's generation defaults: which tokens start, end and pad a sequence.
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
 /// What can be wrong with a model folder; every variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -167,15 +174,52 @@ pub fn write_model_files(dir: &Path, config: &ModelConfig, params: &[f32], token
     let weights = dir.join(WEIGHTS_FILE);
     ferrogpt_engine::io::save_model(&weights, &ParamLayout::new(config), params, None)
         .map_err(|source| ModelFolderError::Weights { path: weights, source })?;
-    let hf = config.to_hf_json(Special::Bos.id(), Special::End.id());
-    let config_path = dir.join(CONFIG_FILE);
-    let text = serde_json::to_string_pretty(&hf).map_err(|source| ModelFolderError::Json {
-        path: config_path.clone(),
+    write_json(&dir.join(CONFIG_FILE), &config.to_hf_json(Special::Bos.id(), Special::End.id()))?;
+    let tokenizer = dir.join(TOKENIZER_FILE);
+    std::fs::write(&tokenizer, tokenizer_json).map_err(io_err(&tokenizer))?;
+    write_json(&dir.join(TOKENIZER_CONFIG_FILE), &tokenizer_config(config))?;
+    if config.num_labels.is_none() {
+        let generation = serde_json::json!({
+            "bos_token_id": Special::Bos.id(),
+            "eos_token_id": Special::End.id(),
+            "pad_token_id": Special::Pad.id(),
+        });
+        write_json(&dir.join(GENERATION_CONFIG_FILE), &generation)?;
+    }
+    Ok(())
+}
+
+/// `tokenizer_config.json` for `transformers`' fast tokenizer: our special tokens by name and
+/// [`crate::chat::CHAT_TEMPLATE_JINJA`]. No BOS is added by tokenizing: the template writes it.
+fn tokenizer_config(config: &ModelConfig) -> serde_json::Value {
+    serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": Special::Bos.as_str(),
+        "eos_token": Special::End.as_str(),
+        "pad_token": Special::Pad.as_str(),
+        "add_bos_token": false,
+        "add_eos_token": false,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": config.max_seq_len,
+        "chat_template": crate::chat::CHAT_TEMPLATE_JINJA,
+    })
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelFolderError> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| ModelFolderError::Json {
+        path: path.to_path_buf(),
         source,
     })?;
-    std::fs::write(&config_path, text).map_err(io_err(&config_path))?;
-    let tokenizer = dir.join(TOKENIZER_FILE);
-    std::fs::write(&tokenizer, tokenizer_json).map_err(io_err(&tokenizer))
+    std::fs::write(path, text).map_err(io_err(path))
+}
+
+/// Writes the model folder `src` (verified as [`read`] does) as `out`, a folder `transformers`
+/// loads with `AutoModelForCausalLM` (`AutoModelForSequenceClassification` for a classifier)
+/// and `AutoTokenizer`, whose `apply_chat_template` gives [`crate::render_chat`]'s tokens.
+/// Folders of other tools under `src` (a chat model's `moderation/`) are not carried.
+pub fn export_hf(src: &Path, out: &Path) -> Result<(), ModelFolderError> {
+    let files = read(src)?;
+    write(out, &files.config, &files.params, files.tokenizer.to_json().as_bytes())
 }
 
 /// Builds `dest` through a sibling temporary folder that `fill` writes into, adds
@@ -331,7 +375,16 @@ mod tests {
         assert_eq!(back.params, params);
         assert_eq!(back.tokenizer.to_json(), tokenizer().to_json());
         let sums: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(dir.join(CHECKSUMS_FILE)).unwrap()).unwrap();
-        assert_eq!(sums.keys().collect::<Vec<_>>(), [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE]);
+        assert_eq!(
+            sums.keys().collect::<Vec<_>>(),
+            [
+                CONFIG_FILE,
+                GENERATION_CONFIG_FILE,
+                WEIGHTS_FILE,
+                TOKENIZER_FILE,
+                TOKENIZER_CONFIG_FILE
+            ]
+        );
         // No temporary folder is left behind, and rewriting replaces the folder.
         write(&dir, &cfg, &params, tokenizer().to_json().as_bytes()).unwrap();
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -359,3 +359,79 @@ fn windowed_scoring_truncates_long_contexts_and_chunks_long_continuations() {
     assert!((windowed.logprob - summed).abs() < 1e-3, "{} vs {summed}", windowed.logprob);
     assert!(matches!(lm.score(&context, &continuation), Err(InferError::ContextLength { .. })));
 }
+
+/// Conversations the chat template must render exactly as `render_chat` does.
+fn template_conversations() -> Vec<Vec<ChatMessage>> {
+    let m = ChatMessage::new;
+    vec![
+        vec![m(Role::User, "the cat sat")],
+        vec![
+            m(Role::System, "Answer in one word."),
+            m(Role::User, "where did the cat sit?"),
+            m(Role::Assistant, "mat"),
+            m(Role::User, "and the 7 dogs? Ünïcödé"),
+        ],
+        vec![m(Role::User, "")],
+    ]
+}
+
+#[test]
+fn the_jinja_chat_template_renders_render_chat_s_tokens() {
+    let tok = Tokenizer::train(corpus().into_iter(), 300).unwrap();
+    let mut env = minijinja::Environment::new();
+    env.add_template("chat", chat::CHAT_TEMPLATE_JINJA).unwrap();
+    let template = env.get_template("chat").unwrap();
+    for conversation in template_conversations() {
+        let want = render_chat(&tok, &conversation).unwrap();
+        // Content as a string, and as OpenAI-style parts (the text split in two).
+        let as_string: Vec<serde_json::Value> = conversation
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.text()}))
+            .collect();
+        let as_parts: Vec<serde_json::Value> = conversation
+            .iter()
+            .map(|m| {
+                let text = m.text();
+                let (a, b) = text.split_at(text.len() / 2);
+                serde_json::json!({"role": m.role.as_str(), "content": [
+                    {"type": "text", "text": a}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": b}
+                ]})
+            })
+            .collect();
+        for messages in [as_string, as_parts] {
+            let text = template
+                .render(minijinja::context! { messages => messages, add_generation_prompt => true })
+                .unwrap();
+            assert_eq!(tok.encode_with_special(&text), want, "{text:?}");
+            let without = template
+                .render(minijinja::context! { messages => messages, add_generation_prompt => false })
+                .unwrap();
+            assert_eq!(format!("{without}{}", ferrogpt_tokenizer::Special::Assistant.as_str()), text);
+        }
+    }
+}
+
+#[test]
+fn export_hf_writes_a_folder_transformers_reads_with_the_same_weights() {
+    let (src, lm) = model_dir();
+    let out = tempfile::tempdir().unwrap();
+    let hf = out.path().join("hf");
+    model_folder::export_hf(src.path(), &hf).unwrap();
+    let exported = model_folder::read(&hf).unwrap();
+    let original = model_folder::read(src.path()).unwrap();
+    assert_eq!(exported.params, original.params);
+    assert_eq!(exported.config, *lm.config());
+    let json = |file: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(hf.join(file)).unwrap()).unwrap() };
+    let tokenizer_config = json(model_folder::TOKENIZER_CONFIG_FILE);
+    assert_eq!(tokenizer_config["chat_template"], chat::CHAT_TEMPLATE_JINJA);
+    assert_eq!(tokenizer_config["eos_token"], "<|end|>");
+    assert_eq!(tokenizer_config["model_max_length"], 64);
+    let generation = json(model_folder::GENERATION_CONFIG_FILE);
+    assert_eq!(generation["eos_token_id"], ferrogpt_tokenizer::Special::End.id());
+    assert_eq!(json(model_folder::CONFIG_FILE)["architectures"][0], "LlamaForCausalLM");
+    // A missing source is an error naming it, and nothing is written.
+    let missing = out.path().join("nope");
+    let err = model_folder::export_hf(&missing, &out.path().join("hf2")).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    assert!(!out.path().join("hf2").exists());
+}

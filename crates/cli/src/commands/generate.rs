@@ -35,6 +35,11 @@ pub struct GenerateArgs {
     /// Independent samples to draw (seeds seed, seed+1, ...)
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// Instead of sampling, write the prompt's token ids and the model's logits at every
+    /// position to this JSON file (`{"ids": [...], "logits": [[...], ...]}`), to compare
+    /// with another implementation of the same weights
+    #[arg(long)]
+    logits_out: Option<PathBuf>,
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
@@ -50,6 +55,14 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     } else {
         text_prompt(tok, &a.prompt).ids
     };
+    if let Some(path) = &a.logits_out {
+        let logits = lm.logits(&prompt)?;
+        let rows: Vec<&[f32]> = logits.chunks_exact(lm.config().head_rows()).collect();
+        let json = serde_json::json!({"ids": prompt, "logits": rows});
+        std::fs::write(path, json.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote the logits of {} tokens to {}", prompt.len(), path.display());
+        return Ok(());
+    }
     let stdout = std::io::stdout();
     for i in 0..a.num_samples.max(1) {
         let params = SamplingParams {
