@@ -148,9 +148,9 @@ pub fn run(
         max_reply_tokens: r.max_reply_tokens,
         lr: r.lr,
         beta: r.beta,
-        ..RlhfPlan::new(&sft.model_dir, &reward_run.model_dir, &safety_run.model_dir, &out.join(RLHF_DIR))
+        ..RlhfPlan::new(&sft.model_dir, &reward_run.model_dir, &out.join(RLHF_DIR))
     };
-    let rlhf_run = rlhf(&plan, false, progress)?;
+    let rlhf_run = rlhf(&plan, &safety_run.model_dir, false, progress)?;
     stages.push((
         "RLHF (GRPO, reward model + RBRM safety reward, KL to SFT)",
         t.elapsed().as_secs_f64(),

@@ -38,8 +38,6 @@ pub struct RlhfPlan {
     pub policy: PathBuf,
     /// The reward model (`ferrogpt rm train --kind reward`).
     pub reward_model: PathBuf,
-    /// The safety classifier, the rule-based reward model's grader (`--kind safety`).
-    pub grader: PathBuf,
     pub out_dir: PathBuf,
     pub steps: u64,
     /// Prompts per step; each gets `group_size` replies.
@@ -57,11 +55,10 @@ pub struct RlhfPlan {
 }
 
 impl RlhfPlan {
-    pub fn new(policy: &Path, reward_model: &Path, grader: &Path, out_dir: &Path) -> Self {
+    pub fn new(policy: &Path, reward_model: &Path, out_dir: &Path) -> Self {
         RlhfPlan {
             policy: policy.to_path_buf(),
             reward_model: reward_model.to_path_buf(),
-            grader: grader.to_path_buf(),
             out_dir: out_dir.to_path_buf(),
             steps: 60,
             prompts_per_step: 8,
@@ -122,8 +119,7 @@ pub struct RlhfObjective<'g> {
 }
 
 impl<'g> RlhfObjective<'g> {
-    /// The objective for `policy` under `plan`, with `grader` as the rule-based reward
-    /// model (`plan.grader` is not read here: [`rlhf`] loads it as the trained grader).
+    /// The objective for `policy` under `plan`, with `grader` as the rule-based reward model.
     pub fn new(plan: &RlhfPlan, policy: LocalModel, grader: &'g dyn SafetyGrader) -> Result<Self, TrainError> {
         let reward_model = LocalModel::load(&plan.reward_model)?;
         if reward_model.config().num_labels != Some(1) {
@@ -362,11 +358,11 @@ impl Objective for RlhfObjective<'_> {
     }
 }
 
-/// Runs RLHF from the fine-tuned model with the trained safety classifier `plan.grader`
-/// as the rule-based reward model (resuming when `resume`); the tuned policy is
+/// Runs RLHF from the fine-tuned model with the trained safety classifier in the folder
+/// `grader` as the rule-based reward model (resuming when `resume`); the tuned policy is
 /// `plan.out_dir/model`.
-pub fn rlhf(plan: &RlhfPlan, resume: bool, progress: bool) -> Result<StageSummary, TrainError> {
-    let grader = TrainedGrader::new(LocalModel::load(&plan.grader)?)?;
+pub fn rlhf(plan: &RlhfPlan, grader: &Path, resume: bool, progress: bool) -> Result<StageSummary, TrainError> {
+    let grader = TrainedGrader::new(LocalModel::load(grader)?)?;
     rlhf_with_grader(plan, &grader, resume, progress)
 }
 

@@ -132,10 +132,10 @@ fn rlhf_logs_reward_and_kl_and_resumes_exactly() {
         max_reply_tokens: 8,
         lr: 1e-3,
         prompts: 100,
-        ..RlhfPlan::new(&base, &reward, &grader, out)
+        ..RlhfPlan::new(&base, &reward, out)
     };
     let out = tmp.path().join("rlhf");
-    let summary = rlhf(&plan(&out), false, false).unwrap();
+    let summary = rlhf(&plan(&out), &grader, false, false).unwrap();
     for key in ["reward", "rm", "safety", "kl", "logprob", "reply_tokens"] {
         let v = summary.last.figures.get(key).copied().unwrap_or(f64::NAN);
         assert!(v.is_finite(), "{key} = {v}");
@@ -148,6 +148,6 @@ fn rlhf_logs_reward_and_kl_and_resumes_exactly() {
         "the policy moved"
     );
     assert_resumes_exactly(&out, &tmp.path().join("rlhf-resumed"), |dir| {
-        rlhf(&plan(dir), true, false).unwrap();
+        rlhf(&plan(dir), &grader, true, false).unwrap();
     });
 }

@@ -426,6 +426,25 @@ fn run_policy(args: PolicyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Completion functions by name (`chat:MODEL`, `local:PATH`, a completion_fns registry
+/// entry), with the API base from the environment unless `api_base` is given.
+pub(crate) fn resolve_completion_fns(names: &[String], api_base: Option<&str>) -> anyhow::Result<Vec<Arc<dyn CompletionFn>>> {
+    let registry = load_registry(&[])?;
+    let mut http = HttpConfig::from_env();
+    if let Some(base) = api_base {
+        http.base_url = base.to_string();
+    }
+    let resolver = Resolver {
+        registry: &registry,
+        http,
+        local: Some(&load_local),
+    };
+    names
+        .iter()
+        .map(|name| resolver.resolve(name).with_context(|| format!("completion function `{name}`")))
+        .collect()
+}
+
 fn run_mc(args: McArgs) -> anyhow::Result<()> {
     use ferrogpt_evals::multiple_choice::{evenly_spaced, write_outputs};
     let loaded = args.task.load(args.data.as_deref())?;
@@ -434,16 +453,6 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
         None => loaded.questions.clone(),
     };
     anyhow::ensure!(!questions.is_empty(), "task {} has no questions to score", args.task);
-    let registry = load_registry(&[])?;
-    let mut http = HttpConfig::from_env();
-    if let Some(b) = &args.api_base {
-        http.base_url = b.clone();
-    }
-    let resolver = Resolver {
-        registry: &registry,
-        http,
-        local: Some(&load_local),
-    };
     let source = match &loaded.files[..] {
         [one] => one.display().to_string(),
         [first, ..] => format!("{} files ({} first)", loaded.files.len(), first.display()),
@@ -455,16 +464,22 @@ fn run_mc(args: McArgs) -> anyhow::Result<()> {
         questions.len(),
         loaded.questions.len()
     );
-    let mut models = Vec::new();
+    let mut labelled: Vec<(String, String)> = Vec::new();
     for arg in &args.model {
         let (label, spec) = mc_model(arg);
         anyhow::ensure!(
-            models.iter().all(|(l, _, _): &(String, String, Arc<dyn CompletionFn>)| *l != label),
+            labelled.iter().all(|(l, _)| *l != label),
             "two models are labelled `{label}`: name them LABEL=SPEC"
         );
-        let model = resolver.resolve(&spec).with_context(|| format!("model `{spec}`"))?;
-        models.push((label, spec, model));
+        labelled.push((label, spec));
     }
+    let specs: Vec<String> = labelled.iter().map(|(_, spec)| spec.clone()).collect();
+    let fns = resolve_completion_fns(&specs, args.api_base.as_deref())?;
+    let models: Vec<(String, String, Arc<dyn CompletionFn>)> = labelled
+        .into_iter()
+        .zip(fns)
+        .map(|((label, spec), model)| (label, spec, model))
+        .collect();
     let runs = score_mc_models(&questions, models, args.jobs, !args.quiet)?;
     write_outputs(&args.out, &args.task, &loaded, &questions, &runs)?;
     println!(

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferrogpt_train::rlhf::{rlhf, RlhfPlan};
+use ferrogpt_evals::rbrm::ZeroShotGrader;
+use ferrogpt_train::rlhf::{rlhf, rlhf_with_grader, RlhfPlan};
 
 #[derive(clap::Args)]
 pub struct RlhfArgs {
@@ -14,8 +15,12 @@ pub struct RlhfArgs {
     #[arg(long)]
     pub reward_model: PathBuf,
     /// The safety classifier folder, the rule-based reward model's grader (`ferrogpt rm train --kind safety`)
-    #[arg(long)]
-    pub grader: PathBuf,
+    #[arg(long, required_unless_present = "zero_shot_grader", conflicts_with = "zero_shot_grader")]
+    pub grader: Option<PathBuf>,
+    /// Grade replies zero-shot instead, as GPT-4's RBRM did: a completion function (`chat:MODEL`
+    /// behind OPENAI_API_BASE, a completion_fns registry entry, `local:PATH`) given the rubric
+    #[arg(long, value_name = "COMPLETION_FN")]
+    pub zero_shot_grader: Option<String>,
     /// Where checkpoints, metrics and the tuned policy (OUT/model) go
     #[arg(long)]
     pub out: PathBuf,
@@ -53,9 +58,19 @@ pub fn run(args: RlhfArgs) -> anyhow::Result<()> {
         beta: args.beta,
         safety_weight: args.safety_weight,
         seed: args.stage.seed,
-        ..RlhfPlan::new(&args.model, &args.reward_model, &args.grader, &args.out)
+        ..RlhfPlan::new(&args.model, &args.reward_model, &args.out)
     };
-    let s = rlhf(&plan, args.stage.resume, !args.stage.quiet).with_context(|| format!("RLHF of {}", args.model.display()))?;
+    let (resume, progress) = (args.stage.resume, !args.stage.quiet);
+    let s = match (&args.grader, &args.zero_shot_grader) {
+        (Some(grader), _) => rlhf(&plan, grader, resume, progress),
+        (None, Some(name)) => {
+            let grader = super::eval::resolve_completion_fns(std::slice::from_ref(name), None)?;
+            let grader = grader.first().context("no completion function resolved")?;
+            rlhf_with_grader(&plan, &ZeroShotGrader::new(grader.as_ref()), resume, progress)
+        }
+        (None, None) => anyhow::bail!("give --grader or --zero-shot-grader"),
+    }
+    .with_context(|| format!("RLHF of {}", args.model.display()))?;
     let figures: Vec<String> = s.last.figures.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
     println!("rlhf: {} steps in {:.1}s; last step: {}", s.steps, s.train_secs, figures.join(", "));
     println!("model: {}\nmetrics: {}", s.model_dir.display(), s.metrics.display());
