@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-420}
 shift || true
-all_targets=(request_chat request_completion chat_template tokenizer json_mode eval_registry model_folder safetensors)
+all_targets=(request_chat request_completion chat_template tokenizer json_mode eval_registry model_folder safetensors gguf)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 
@@ -33,7 +33,7 @@ dict_for() {
   case $1 in
     request_chat | request_completion) echo fuzz/dicts/request.dict ;;
     eval_registry) echo fuzz/dicts/registry.dict ;;
-    model_folder | safetensors) echo fuzz/dicts/weights.dict ;;
+    model_folder | safetensors | gguf) echo fuzz/dicts/weights.dict ;;
   esac
 }
 

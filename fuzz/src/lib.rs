@@ -19,6 +19,7 @@ pub mod alloc_cap;
 pub mod chat_template;
 pub mod eval_registry;
 pub mod fixtures;
+pub mod gguf;
 pub mod json_mode;
 pub mod model_folder;
 mod request;
@@ -40,7 +41,7 @@ pub struct Target {
 }
 
 /// Every target, in the order `bench/fuzz.sh` runs them.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     Target {
         name: "request_chat",
         run: request_chat::run,
@@ -72,6 +73,10 @@ pub const TARGETS: [Target; 8] = [
     Target {
         name: "safetensors",
         run: safetensors::run,
+    },
+    Target {
+        name: "gguf",
+        run: gguf::run,
     },
 ];
 

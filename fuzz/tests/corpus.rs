@@ -54,4 +54,5 @@ corpus_tests!(
     eval_registry,
     model_folder,
     safetensors,
+    gguf,
 );

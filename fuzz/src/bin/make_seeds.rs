@@ -28,6 +28,7 @@ fn main() {
         ("eval_registry", eval_registry()),
         ("model_folder", model_folder()),
         ("safetensors", safetensors()),
+        ("gguf", gguf()),
     ];
     for (target, files) in seeds {
         let dir = root.join(target);
@@ -331,5 +332,34 @@ fn safetensors() -> Seeds {
         ),
         ("no_tensors.safetensors", safetensors_file(&[], false)),
         ("truncated.safetensors", model_file(&tiny_config())[..200].to_vec()),
+    ])
+}
+
+fn gguf() -> Seeds {
+    use ferrogpt_gguf::{encode, GgufWriter, TensorType, Value};
+    let mut w = GgufWriter::new();
+    w.metadata("general.architecture", Value::String("llama".into()));
+    w.metadata("llama.block_count", Value::U32(1));
+    w.metadata("llama.rope.freq_base", Value::F32(10_000.0));
+    w.metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(vec![Value::String("<|bos|>".into()), Value::String("a".into())]),
+    );
+    w.metadata("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(3), Value::I32(1)]));
+    w.metadata("flag", Value::Bool(true));
+    let values: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) / 9.0).collect();
+    for (name, ty) in [("f32", TensorType::F32), ("f16", TensorType::F16), ("q8_0", TensorType::Q8_0)] {
+        let bytes = encode(&values, ty).unwrap_or_else(|e| panic!("encoding {name}: {e}"));
+        w.tensor(name, vec![32, 2], ty, bytes)
+            .unwrap_or_else(|e| panic!("adding {name}: {e}"));
+    }
+    let file = w.to_bytes();
+    let mut v2 = file.clone();
+    v2[4] = 2;
+    named(vec![
+        ("model.gguf", file.clone()),
+        ("truncated.gguf", file[..file.len() / 2].to_vec()),
+        ("version2.gguf", v2),
+        ("empty.gguf", GgufWriter::new().to_bytes()),
     ])
 }
