@@ -276,8 +276,12 @@ impl GgufFile {
         let tensor_count = c.count(32, "the tensor count")?;
         let metadata_count = c.count(13, "the metadata count")?;
         let mut metadata = Vec::with_capacity(metadata_count);
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..metadata_count {
             let key = c.string("a metadata key")?;
+            if !seen.insert(key.clone()) {
+                return Err(format_err(format!("metadata key `{key}` appears twice")));
+            }
             let type_id = c.u32("a metadata type")?;
             let value = c.value(type_id, &key, 0)?;
             metadata.push((key, value));
@@ -285,6 +289,10 @@ impl GgufFile {
         let mut tensors = Vec::with_capacity(tensor_count);
         for _ in 0..tensor_count {
             let name = c.string("a tensor name")?;
+            // Tensors are looked up by name: a second one of the same name could never be read.
+            if tensors.iter().any(|t: &TensorInfo| t.name == name) {
+                return Err(tensor_err(&name, "appears twice".into()));
+            }
             let n_dims = c.u32("a tensor's dimension count")?;
             if n_dims == 0 || n_dims > 4 {
                 return Err(tensor_err(&name, format!("{n_dims} dimensions (ggml has 1 to 4)")));
@@ -533,6 +541,20 @@ mod tests {
         let mut huge = good.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(GgufFile::parse(huge).unwrap_err().to_string().contains("more than the file holds"));
+    }
+
+    /// Found by fuzz/ (gguf): a name changed into another tensor's made the first shadow the
+    /// second, read with the wrong element count.
+    #[test]
+    fn names_and_keys_that_appear_twice_are_refused() {
+        let mut w = GgufWriter::new();
+        w.tensor("t", vec![2], TensorType::F32, vec![0; 8]).unwrap();
+        w.tensor("t", vec![3], TensorType::F32, vec![0; 12]).unwrap();
+        assert!(GgufFile::parse(w.to_bytes()).unwrap_err().to_string().contains("appears twice"));
+        let mut w = GgufWriter::new();
+        w.metadata("k", Value::U8(1));
+        w.metadata("k", Value::U8(2));
+        assert!(GgufFile::parse(w.to_bytes()).unwrap_err().to_string().contains("appears twice"));
     }
 
     #[test]
