@@ -138,7 +138,8 @@ impl TensorType {
             TensorType::F16 => elements.checked_mul(2),
             TensorType::Q8_0 => elements
                 .is_multiple_of(Q8_0_BLOCK as u64)
-                .then(|| elements / Q8_0_BLOCK as u64 * std::mem::size_of::<BlockQ8_0>() as u64),
+                .then(|| (elements / Q8_0_BLOCK as u64).checked_mul(std::mem::size_of::<BlockQ8_0>() as u64))
+                .flatten(),
         }
     }
 }
@@ -541,6 +542,14 @@ mod tests {
         let mut huge = good.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(GgufFile::parse(huge).unwrap_err().to_string().contains("more than the file holds"));
+    }
+
+    /// Found by fuzz/ (gguf): a q8_0 tensor of nearly 2^64 elements overflowed the byte count.
+    #[test]
+    fn byte_counts_that_overflow_are_none() {
+        assert_eq!(TensorType::Q8_0.bytes(u64::MAX - 31), None);
+        assert_eq!(TensorType::F32.bytes(1 << 63), None);
+        assert_eq!(TensorType::Q8_0.bytes(64), Some(68));
     }
 
     /// Found by fuzz/ (gguf): a name changed into another tensor's made the first shadow the
