@@ -306,6 +306,12 @@ impl GgufFile {
             tensors.push(TensorInfo { name, dims, ty, offset });
         }
         let data_start = align(c.at as u64);
+        if !tensors.is_empty() && data_start > bytes.len() as u64 {
+            return Err(format_err(format!(
+                "the file ends at {} bytes, before its data section at {data_start}",
+                bytes.len()
+            )));
+        }
         let data_len = (bytes.len() as u64).saturating_sub(data_start);
         for t in &tensors {
             let elements = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
@@ -542,6 +548,22 @@ mod tests {
         let mut huge = good.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(GgufFile::parse(huge).unwrap_err().to_string().contains("more than the file holds"));
+    }
+
+    /// Found by fuzz/ (gguf): an empty tensor in a file that ends before its aligned data
+    /// section was sliced past the file's end.
+    #[test]
+    fn a_file_ending_before_its_data_section_is_refused() {
+        let mut w = GgufWriter::new();
+        w.tensor("empty", vec![0], TensorType::F32, Vec::new()).unwrap();
+        let bytes = w.to_bytes();
+        // Magic, version and two counts, then the record: name, dimension count, one
+        // dimension, type, offset. The data section would start at the next multiple of 32.
+        let header_end = 24 + (8 + "empty".len()) + 4 + 8 + 4 + 8;
+        assert_eq!(bytes.len(), 64);
+        let err = GgufFile::parse(bytes[..header_end].to_vec()).unwrap_err();
+        assert!(err.to_string().contains("before its data section"), "{err}");
+        assert_eq!(GgufFile::parse(bytes).unwrap().tensor_f32("empty").unwrap(), Vec::<f32>::new());
     }
 
     /// Found by fuzz/ (gguf): a q8_0 tensor of nearly 2^64 elements overflowed the byte count.
