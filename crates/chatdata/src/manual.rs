@@ -192,12 +192,18 @@ const OPTION_TEST: [&str; 2] = [
     "I'm using {command}. Which option should I pass to {description}?",
 ];
 
+/// A uniformly drawn index of `0..len` other than `at` (`len` is at least 2: the callers'
+/// splits are checked for that).
+fn other_index(rng: &mut SplitMix64, at: usize, len: usize) -> usize {
+    (at + 1 + rng.below(len as u64 - 1) as usize) % len
+}
+
 /// "Which command does X?": the answer is the command's name; the wrong one another command's.
 pub(crate) fn command_question(split: Split, rng: &mut SplitMix64, facts: &ManualFacts) -> Draft {
     let commands = facts.commands(split);
     let at = rng.below(commands.len() as u64) as usize;
     let command = &commands[at];
-    let other = &commands[(at + 1 + rng.below(commands.len() as u64 - 1) as usize) % commands.len()];
+    let other = &commands[other_index(rng, at, commands.len())];
     let template = pick(split, rng, &COMMAND_TRAIN, &COMMAND_TEST);
     Qa {
         question: fill(template, &[("summary", &command.summary)]),
@@ -213,7 +219,7 @@ pub(crate) fn option_question(split: Split, rng: &mut SplitMix64, facts: &Manual
     let command = *rng.choose(&with_options);
     let at = rng.below(command.options.len() as u64) as usize;
     let option = &command.options[at];
-    let other = &command.options[(at + 1 + rng.below(command.options.len() as u64 - 1) as usize) % command.options.len()];
+    let other = &command.options[other_index(rng, at, command.options.len())];
     let template = pick(split, rng, &OPTION_TRAIN, &OPTION_TEST);
     Qa {
         question: fill(template, &[("command", &command.name), ("description", &option.description)]),
